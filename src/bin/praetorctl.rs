@@ -1,0 +1,4 @@
+//! The `praetorctl` operator CLI.
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

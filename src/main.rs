@@ -1,0 +1,4 @@
+//! The `praetor` agent binary.
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

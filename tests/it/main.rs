@@ -1,0 +1,2 @@
+//! praetor's integration tests: one binary, a module per area.
+mod support;
