@@ -14,6 +14,7 @@
 //! Module dependency rules (STYLE.md §2): `types` uses nothing; `config` uses `types`; `dcs` uses
 //! `types` and `config`'s DCS sections; nothing in `dcs` touches `postgres`.
 
+pub mod api;
 pub mod config;
 pub mod dcs;
 pub mod types;

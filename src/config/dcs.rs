@@ -57,7 +57,8 @@ impl EtcdConfig {
             out.extend(u.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
         }
         if out.is_empty() {
-            let hosts: Vec<&String> = if self.hosts.is_empty() { self.host.iter().collect() } else { self.hosts.iter().collect() };
+            let hosts: Vec<&String> =
+                if self.hosts.is_empty() { self.host.iter().collect() } else { self.hosts.iter().collect() };
             for h in hosts {
                 if h.contains("://") {
                     out.push(h.clone());

@@ -21,7 +21,9 @@ pub fn parse_bool(v: &Value) -> Option<bool> {
 /// A boolean read with [`parse_bool`].
 pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Value::deserialize(d)?;
-    parse_bool(&v).ok_or_else(|| D::Error::custom(format!("expected a boolean (true/false, on/off, yes/no), got {}", show(&v))))
+    parse_bool(&v).ok_or_else(|| {
+        D::Error::custom(format!("expected a boolean (true/false, on/off, yes/no), got {}", show(&v)))
+    })
 }
 
 /// An optional boolean read with [`parse_bool`]; `null` is `None`.
@@ -30,9 +32,9 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
     if v.is_null() {
         return Ok(None);
     }
-    parse_bool(&v)
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("expected a boolean (true/false, on/off, yes/no), got {}", show(&v))))
+    parse_bool(&v).map(Some).ok_or_else(|| {
+        D::Error::custom(format!("expected a boolean (true/false, on/off, yes/no), got {}", show(&v)))
+    })
 }
 
 /// A string; numbers and booleans are accepted and turned into their text (`port: 5432` as a string).
@@ -47,7 +49,9 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     if v.is_null() {
         return Ok(None);
     }
-    scalar_string(&v).map(Some).ok_or_else(|| D::Error::custom(format!("expected a string, got {}", show(&v))))
+    scalar_string(&v)
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a string, got {}", show(&v))))
 }
 
 /// A list of strings given as a YAML list or a comma-separated string (`hosts: a:2379,b:2379`).
@@ -57,11 +61,17 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
         Value::Null => Ok(Vec::new()),
         Value::Sequence(items) => items
             .iter()
-            .map(|i| scalar_string(i).ok_or_else(|| D::Error::custom(format!("expected a list of strings, found {}", show(i)))))
+            .map(|i| {
+                scalar_string(i)
+                    .ok_or_else(|| D::Error::custom(format!("expected a list of strings, found {}", show(i))))
+            })
             .collect(),
         other => match scalar_string(other) {
             Some(s) => Ok(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
-            None => Err(D::Error::custom(format!("expected a list or a comma-separated string, got {}", show(other)))),
+            None => Err(D::Error::custom(format!(
+                "expected a list or a comma-separated string, got {}",
+                show(other)
+            ))),
         },
     }
 }

@@ -62,8 +62,7 @@ impl ClusterKeys {
 
     /// A full path relative to the prefix, if it is under it.
     pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
-        full.strip_prefix(&self.base)
-            .or_else(|| full.strip_prefix(self.base.trim_start_matches('/')))
+        full.strip_prefix(&self.base).or_else(|| full.strip_prefix(self.base.trim_start_matches('/')))
     }
 }
 

@@ -66,7 +66,12 @@ impl MemoryStore {
 
     /// A client for member `params.name`.
     pub fn client(&self, params: DcsParams) -> MemoryDcs {
-        MemoryDcs { store: self.clone(), keys: params.keys(), session: Mutex::new(None), params: Mutex::new(params) }
+        MemoryDcs {
+            store: self.clone(),
+            keys: params.keys(),
+            session: Mutex::new(None),
+            params: Mutex::new(params),
+        }
     }
 
     /// Make every call fail with `Unavailable` (true) or work again (false).
@@ -329,7 +334,12 @@ impl Dcs for MemoryDcs {
         }
     }
 
-    async fn set_timing(&self, ttl: Duration, loop_wait: Duration, retry_timeout: Duration) -> Result<(), DcsError> {
+    async fn set_timing(
+        &self,
+        ttl: Duration,
+        loop_wait: Duration,
+        retry_timeout: Duration,
+    ) -> Result<(), DcsError> {
         let mut p = self.params.lock().unwrap_or_else(|p| p.into_inner());
         p.ttl = ttl;
         p.loop_wait = loop_wait;

@@ -123,8 +123,11 @@ pub trait Dcs: Send + Sync + 'static {
 
     /// Write `sync`; with `version`, only if the stored version matches. Returns the new version, or
     /// `None` if the compare failed.
-    async fn set_sync_state_value(&self, value: &str, version: Option<Version>)
-    -> Result<Option<Version>, DcsError>;
+    async fn set_sync_state_value(
+        &self,
+        value: &str,
+        version: Option<Version>,
+    ) -> Result<Option<Version>, DcsError>;
 
     /// Remove `sync` (ZooKeeper writes `{}`); with `version`, only if it matches.
     async fn delete_sync_state(&self, version: Option<Version>) -> Result<bool, DcsError>;
@@ -151,8 +154,12 @@ pub trait Dcs: Send + Sync + 'static {
     async fn watch(&self, leader_version: Option<Version>, timeout: Duration) -> Result<bool, DcsError>;
 
     /// Apply a new `ttl` (and `loop_wait`/`retry_timeout`) from the dynamic configuration.
-    async fn set_timing(&self, ttl: Duration, loop_wait: Duration, retry_timeout: Duration)
-    -> Result<(), DcsError>;
+    async fn set_timing(
+        &self,
+        ttl: Duration,
+        loop_wait: Duration,
+        retry_timeout: Duration,
+    ) -> Result<(), DcsError>;
 
     /// Release sessions/leases and connections. Keys bound to them vanish. No network in `Drop`.
     async fn close(&self) -> Result<(), DcsError>;

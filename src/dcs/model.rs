@@ -367,9 +367,10 @@ impl Status {
         let slots = o.get("slots").and_then(|s| s.as_object()).map(|m| {
             m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect::<BTreeMap<_, _>>()
         });
-        let retain_slots = o.get("retain_slots").and_then(|s| s.as_array()).map(|a| {
-            a.iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>()
-        });
+        let retain_slots = o
+            .get("retain_slots")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>());
         Some(Status { optime, slots, retain_slots })
     }
 
@@ -417,7 +418,8 @@ impl Cluster {
     pub fn from_entries(entries: impl IntoIterator<Item = RawEntry>) -> (Cluster, Vec<DecodeWarning>) {
         let mut c = Cluster::default();
         let mut warnings = Vec::new();
-        let mut warn = |key: &str, problem: String| warnings.push(DecodeWarning { key: key.to_string(), problem });
+        let mut warn =
+            |key: &str, problem: String| warnings.push(DecodeWarning { key: key.to_string(), problem });
         for e in entries {
             let key = e.key.trim_start_matches('/');
             match key {
@@ -501,7 +503,12 @@ impl Cluster {
                             MemberData::default()
                         }
                     };
-                    c.members.push(Member { name: name.to_string(), data, version: e.version, owner: e.owner.clone() });
+                    c.members.push(Member {
+                        name: name.to_string(),
+                        data,
+                        version: e.version,
+                        owner: e.owner.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -554,8 +561,10 @@ mod tests {
 
     // Values captured from a live Patroni 4.1.5 cluster (PATRONI-COMPAT §2.2).
     const MEMBER_PG1: &str = r#"{"conn_url":"postgres://127.0.0.1:45431/postgres","api_url":"http://127.0.0.1:48001/patroni","state":"running","role":"replica","version":"4.1.5","xlog_location":50615840,"replay_lsn":50615840,"receive_lsn":50615840,"replication_state":"streaming","timeline":1}"#;
-    const STATUS: &str = r#"{"optime":50615840,"slots":{"pg0":50615840,"pg1":50615840},"retain_slots":["pg0","pg1"]}"#;
-    const HISTORY: &str = r#"[[1,50615840,"no recovery target specified","2026-11-22T00:09:20.586348+00:00","pg1"]]"#;
+    const STATUS: &str =
+        r#"{"optime":50615840,"slots":{"pg0":50615840,"pg1":50615840},"retain_slots":["pg0","pg1"]}"#;
+    const HISTORY: &str =
+        r#"[[1,50615840,"no recovery target specified","2026-11-22T00:09:20.586348+00:00","pg1"]]"#;
 
     #[test]
     fn patroni_member_value_round_trips_byte_for_byte() {
@@ -604,9 +613,14 @@ mod tests {
 
     #[test]
     fn failover_reads_json_legacy_and_cleared_forms() {
-        let f = Failover::parse(r#"{"leader":"pg0","member":"pg1","scheduled_at":"2026-09-01T10:00:00+00:00"}"#).unwrap();
+        let f =
+            Failover::parse(r#"{"leader":"pg0","member":"pg1","scheduled_at":"2026-09-01T10:00:00+00:00"}"#)
+                .unwrap();
         assert_eq!(f.member.as_deref(), Some("pg1"));
-        assert_eq!(f.to_json(), r#"{"leader":"pg0","member":"pg1","scheduled_at":"2026-09-01T10:00:00+00:00"}"#);
+        assert_eq!(
+            f.to_json(),
+            r#"{"leader":"pg0","member":"pg1","scheduled_at":"2026-09-01T10:00:00+00:00"}"#
+        );
         assert_eq!(Failover::parse("pg0:pg1").unwrap().leader.as_deref(), Some("pg0"));
         assert_eq!(Failover::parse("{}"), None);
         assert_eq!(Failover::parse(""), None);
