@@ -8,12 +8,19 @@
 //! (unreachable, timed out after `retry_timeout`, session lost). An expected outcome — a lost race, a
 //! compare-and-set on a stale version, a key that is absent — is `Ok(false)`/`Ok(None)`.
 
+pub mod factory;
 pub mod keys;
 pub mod memory;
 pub mod model;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
+
+#[cfg(feature = "plugins")]
+pub mod plugin;
 
 use async_trait::async_trait;
 use model::{Cluster, Leader, Version};
