@@ -1,2 +1,3 @@
 //! praetor's integration tests: one binary, a module per area.
+mod dcs_contract;
 mod support;
