@@ -17,4 +17,5 @@
 pub mod api;
 pub mod config;
 pub mod dcs;
+pub mod ha;
 pub mod types;
