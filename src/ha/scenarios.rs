@@ -811,6 +811,7 @@ scenarios! {
     running_replica_without_initialize_key_aborts_start,
     leader_rewrites_a_missing_initialize_and_config,
     leader_with_empty_data_dir_releases_the_lock,
+    unreadable_data_dir_is_reported,
     // §6.3 lock keeping and demotion timing
     leader_renews_the_lock_each_cycle,
     primary_demotes_at_once_when_lock_renewal_is_refused,
@@ -819,6 +820,9 @@ scenarios! {
     watchdog_unusable_blocks_promotion_and_releases_the_lock,
     pre_promote_failure_releases_the_lock_and_backs_off,
     pre_promote_backoff_skips_the_race_for_ttl,
+    leader_in_sync_mode_runs_the_sync_state_machine,
+    leader_deletes_sync_key_when_sync_mode_turned_off,
+    new_primary_refreshes_history_after_promotion,
     // §6.4 leader race
     replica_with_most_wal_takes_the_free_lock,
     replica_behind_another_replica_follows,
@@ -855,6 +859,7 @@ scenarios! {
     new_leader_clears_failover_key_after_acquiring_lock,
     paused_cluster_refuses_switchover_without_candidate,
     paused_cluster_allows_candidate_switchover,
+    paused_cluster_ignores_scheduled_switchover,
     // §6.6 DCS unreachable
     replica_keeps_running_when_dcs_unreachable,
     failsafe_primary_keeps_running_when_all_members_accept,
@@ -870,6 +875,7 @@ scenarios! {
     stopped_replica_starts_following_the_leader,
     replica_with_diverged_timeline_runs_pg_rewind,
     replica_with_diverged_timeline_reinitializes_when_rewind_impossible,
+    rewind_success_lets_the_replica_start,
     starting_primary_past_start_timeout_fails_over,
     starting_primary_within_start_timeout_keeps_waiting,
     starting_primary_past_timeout_keeps_waiting_without_failover_candidate,
