@@ -314,10 +314,10 @@ impl EtcdDcs {
     async fn refresh_lease(&self, force: bool) -> Result<i64, DcsError> {
         let t = self.timing();
         let mut l = self.lease.lock().await;
-        if let (Some(id), Some(last), false) = (l.id, l.last_refresh, force) {
-            if last + t.loop_wait > Instant::now() {
-                return Ok(id);
-            }
+        if let (Some(id), Some(last), false) = (l.id, l.last_refresh, force)
+            && last + t.loop_wait > Instant::now()
+        {
+            return Ok(id);
         }
         if let Some(id) = l.id {
             let alive = self
@@ -530,10 +530,11 @@ impl Dcs for EtcdDcs {
     async fn update_leader(&self, leader: Option<&Leader>) -> Result<bool, DcsError> {
         let lease = self.refresh_lease(true).await?;
         let lease_str = lease.to_string();
-        if let Some(l) = leader {
-            if l.name == self.name && l.owner.as_deref() == Some(lease_str.as_str()) {
-                return Ok(true);
-            }
+        if let Some(l) = leader
+            && l.name == self.name
+            && l.owner.as_deref() == Some(lease_str.as_str())
+        {
+            return Ok(true);
         }
         // The key is not bound to my current lease: re-put it if it still names me, or create it
         // if it is gone (`etcd3.py _update_leader`).
@@ -745,10 +746,9 @@ impl Dcs for EtcdDcs {
         }
         let extra = if leader_version.is_some() { FOLLOWER_WATCH_EXTRA } else { Duration::ZERO };
         let deadline = Instant::now() + timeout + extra;
-        if self.seen().rev == 0 {
-            if let Err(e) = self.load_cluster().await {
-                debug!("watch: cannot read the cluster: {e}");
-            }
+        let never_loaded = self.seen().rev == 0;
+        if never_loaded && let Err(e) = self.load_cluster().await {
+            debug!("watch: cannot read the cluster: {e}");
         }
         let start = self.seen().clone();
         let mut state = start.clone();
