@@ -33,9 +33,10 @@ pub struct FollowTarget {
 pub enum DemoteMode {
     /// DCS lost: fast stop, keep the key, restart read-only without upstream.
     Offline,
-    /// Switchover: CHECKPOINT, fast stop; release the key (with the shutdown checkpoint's previous
-    /// LSN) as soon as a replica has the shutdown checkpoint; then follow the new leader. Run as a
-    /// long action.
+    /// Switchover: CHECKPOINT, fast stop; as soon as a replica has the shutdown checkpoint
+    /// (`is_failover_possible` with that LSN), set the role to `demoted` and release the key with the
+    /// previous checkpoint LSN in `/status`; then follow the new leader. Run as a long action (the
+    /// policy keeps renewing the lock meanwhile, as Patroni does).
     Graceful,
     /// Immediate stop, release the key, start as replica.
     Immediate,
@@ -143,7 +144,10 @@ pub enum Action {
         version: Option<i64>,
     },
     /// Promote PostgreSQL (long action `promote`): reset rewind state, run `pre_promote`, then
-    /// `pg_ctl promote`; report `Finished::Promote`. Activates the watchdog first.
+    /// `pg_ctl promote`; report `Finished::Promote`. Activates the watchdog first unless paused. In
+    /// synchronous mode it first sets `synchronous_standby_names` as Patroni's
+    /// `process_sync_replication_prepromote` does (quorum: `ANY n (voters of /sync)`; on: empty, or
+    /// `*` when strict); the `/sync` write itself was the `WriteSyncPrePromote` step.
     Promote,
     /// Demote (see [`DemoteMode`]); `Graceful` runs as a long action.
     Demote(DemoteMode),
@@ -193,6 +197,14 @@ pub enum Action {
     CrashRecovery,
     /// Stop PostgreSQL immediately (data directory vanished).
     StopImmediate,
+    /// Restart PostgreSQL (long action `restart`); a replica in synchronous mode first asks the
+    /// primary to release it from `/sync` (Patroni `while_not_sync_standby`).
+    Restart {
+        /// Start timeout in seconds.
+        timeout_secs: u64,
+    },
+    /// Forget the scheduled restart (and publish the member key without it).
+    DeleteScheduledRestart,
     /// Cancel the running long action (a promote whose lock was lost, a crash recovery past its
     /// timeout). Comes before the action that replaces it.
     CancelLongAction,
@@ -307,6 +319,7 @@ pub enum Reason {
     ContinueAsLeaderFailsafe,
     DemotedDcsNotAccessible,
     DcsNotAccessible,
+    RestartInitiated,
 }
 
 impl fmt::Display for Reason {
@@ -411,6 +424,7 @@ impl fmt::Display for Reason {
             ),
             DemotedDcsNotAccessible => f.write_str("demoted self because DCS is not accessible and I was a leader"),
             DcsNotAccessible => f.write_str("DCS is not accessible"),
+            RestartInitiated => f.write_str("restart initiated"),
         }
     }
 }
@@ -490,6 +504,8 @@ impl fmt::Display for Action {
             Action::PostBootstrap => f.write_str("PostBootstrap"),
             Action::CrashRecovery => f.write_str("CrashRecovery"),
             Action::StopImmediate => f.write_str("StopImmediate"),
+            Action::Restart { timeout_secs } => write!(f, "Restart(timeout={timeout_secs}s)"),
+            Action::DeleteScheduledRestart => f.write_str("DeleteScheduledRestart"),
             Action::CancelLongAction => f.write_str("CancelLongAction"),
             Action::SetRole(r) => write!(f, "SetRole({r})"),
             Action::DisableWatchdog => f.write_str("DisableWatchdog"),

@@ -360,7 +360,8 @@ impl<'s, 'a> Cx<'s, 'a> {
         let reason = if cluster.is_unlocked() {
             self.process_unhealthy_cluster(cluster)?
         } else {
-            self.process_healthy_cluster(cluster)?
+            let msg = self.process_healthy_cluster(cluster)?;
+            self.evaluate_scheduled_restart().unwrap_or(msg)
         };
 
         if !self.next.cb_called && pg.run == PgRun::Running {
@@ -1175,6 +1176,75 @@ impl<'s, 'a> Cx<'s, 'a> {
         Ok(None)
     }
 
+    /// Patroni `evaluate_scheduled_restart`: `Some` when a restart starts now.
+    fn evaluate_scheduled_restart(&mut self) -> Option<Reason> {
+        if self.actions.iter().any(starts_long_action) {
+            return None;
+        }
+        let sr = self.s.scheduled_restart?;
+        let pg = self.s.pg;
+        if let (Some(recent), Some(requested)) = (&pg.postmaster_start_time, &sr.postmaster_start_time)
+            && recent != requested
+        {
+            self.note(format!(
+                "Cancelling scheduled restart: postgres restart has already happened at {recent}"
+            ));
+            self.push(Action::DeleteScheduledRestart);
+            return None;
+        }
+        if self.paused() {
+            return None;
+        }
+        let at = sr.schedule.as_str();
+        match check_schedule(at, self.s.wall, self.s.timing.loop_wait) {
+            Schedule::Later { secs } => {
+                self.note(format!("Awaiting restart at {at} (in {secs} seconds)"));
+                return None;
+            }
+            Schedule::Soon { wait } => {
+                self.wake_after = Some(self.wake_after.map_or(wait, |w| w.min(wait)));
+                return None;
+            }
+            Schedule::Stale => {
+                self.note(format!("Found a stale restart value, cleaning up: {at}"));
+                self.push(Action::DeleteScheduledRestart);
+                return None;
+            }
+            Schedule::Invalid => {
+                self.note(format!("Incorrect value of scheduled_at: {at}"));
+                self.push(Action::DeleteScheduledRestart);
+                return None;
+            }
+            Schedule::Now => self.note(format!("Manual scheduled restart at {at}")),
+        }
+        // Patroni `restart_matches`: the last failing filter names the reason.
+        let mut cancel = None;
+        if sr.role.as_ref().is_some_and(|r| *r != pg.role) {
+            cancel = Some("host role mismatch");
+        }
+        let wanted_version = sr.postgres_version.as_deref().and_then(postgres_version_to_int);
+        if let (Some(want), Some(have)) = (wanted_version, pg.server_version)
+            && want <= have
+        {
+            cancel = Some("postgres version mismatch");
+        }
+        if sr.restart_pending && !pg.pending_restart {
+            cancel = Some("pending restart flag is not set");
+        }
+        if let Some(why) = cancel {
+            self.note(format!("not proceeding with the restart: {why}"));
+            self.note("Scheduled restart: restart conditions are not satisfied");
+            self.push(Action::DeleteScheduledRestart);
+            return None;
+        }
+        let timeout = sr.timeout.unwrap_or(self.s.timing.primary_start_timeout);
+        self.next.recovering = true;
+        self.next.start_timeout = Some(timeout);
+        self.push(Action::Restart { timeout_secs: timeout.as_secs() });
+        self.push(Action::DeleteScheduledRestart);
+        Some(Reason::RestartInitiated)
+    }
+
     /// `/history` needs a refresh (Patroni `update_cluster_history` preconditions).
     fn history_needs_update(&self, cluster: &Cluster) -> bool {
         let Some(tl) = self.s.pg.timeline else { return false };
@@ -1261,4 +1331,35 @@ impl<'s, 'a> Cx<'s, 'a> {
         self.push(Action::Promote);
         Ok(promote_message)
     }
+}
+
+/// The action starts a task the loop tracks (Patroni's executor would be busy).
+fn starts_long_action(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Promote
+            | Action::Demote(DemoteMode::Graceful)
+            | Action::StartAsPrimary { .. }
+            | Action::StartAsReplica { .. }
+            | Action::Follow { .. }
+            | Action::Rewind { .. }
+            | Action::Reinitialize { .. }
+            | Action::CreateReplica { .. }
+            | Action::Bootstrap
+            | Action::PostBootstrap
+            | Action::CrashRecovery
+            | Action::Restart { .. }
+    )
+}
+
+/// Patroni `postgres_version_to_int`: `15.4` → 150004, `9.6.3` → 90603; `None` when malformed.
+pub fn postgres_version_to_int(v: &str) -> Option<u32> {
+    let mut parts: Vec<u32> = v.trim().split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if parts.len() < 2 || parts.len() > 3 || (parts.len() == 2 && parts[0] < 10) {
+        return None;
+    }
+    if parts.len() == 2 {
+        parts.insert(1, 0);
+    }
+    Some(parts[0] * 10_000 + parts[1] * 100 + parts[2])
 }

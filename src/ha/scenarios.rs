@@ -25,6 +25,8 @@
 //! inflight <promote|restart|crash_recovery|bootstrap|post_bootstrap|rewind|starting_primary> [since=S]
 //! finished <bootstrap_failed|post_bootstrap_ok|post_bootstrap_failed|pre_promote_failed|rewind_ok|rewind_failed>
 //! ping <name> [at=S]          now <S>          wall <ISO>
+//! restart <ISO> [started=T] [role=R] [version=V] [pending] [timeout=S]   (scheduled restart)
+//! (pg also takes [started=T] [version=N] [pending_restart])
 //! step [acquire=O] [update=O] [initialize=O] [sync_prepromote=O] [failsafe=accepted|rejected]
 //!      [rewind=needed|not_needed|unknown]        (O = done|refused|dcs_error)
 //! ----
@@ -136,6 +138,7 @@ struct World {
     in_flight: Option<LongAction>,
     finished: Vec<Finished>,
     ping: Option<FailsafePing>,
+    restart: Option<ScheduledRestart>,
     now: MonoTime,
     wall: chrono::DateTime<chrono::Utc>,
     outcomes: StepResults,
@@ -235,6 +238,7 @@ fn build(case: &Case) -> World {
         in_flight: None,
         finished: Vec::new(),
         ping: None,
+        restart: None,
         now: MonoTime::from_secs(1000),
         wall: chrono::DateTime::parse_from_rfc3339("2026-09-01T10:00:00+00:00").expect("valid").into(),
         outcomes: StepResults::default(),
@@ -311,6 +315,9 @@ fn build(case: &Case) -> World {
                         }
                         ("upstream", v) => w.pg.upstream = Some(v.into()),
                         ("recovery_conf", _) => w.pg.recovery_conf_exists = true,
+                        ("started", v) => w.pg.postmaster_start_time = Some(v.into()),
+                        ("version", v) => w.pg.server_version = Some(num(v, "version") as u32),
+                        ("pending_restart", _) => w.pg.pending_restart = true,
                         other => panic!("{}: pg: unknown {other:?}", case.name),
                     }
                 }
@@ -517,6 +524,20 @@ fn build(case: &Case) -> World {
                     received_at: at,
                 });
             }
+            "restart" => {
+                let mut r = ScheduledRestart { schedule: rest[0].into(), ..Default::default() };
+                for tok in &rest[1..] {
+                    match kv(tok) {
+                        ("started", v) => r.postmaster_start_time = Some(v.into()),
+                        ("role", v) => r.role = Some(Role::parse(v)),
+                        ("version", v) => r.postgres_version = Some(v.into()),
+                        ("pending", _) => r.restart_pending = true,
+                        ("timeout", v) => r.timeout = Some(Duration::from_secs(num(v, "timeout"))),
+                        other => panic!("{}: restart: unknown {other:?}", case.name),
+                    }
+                }
+                w.restart = Some(r);
+            }
             "now" => w.now = secs(rest[0]),
             "wall" => w.wall = chrono::DateTime::parse_from_rfc3339(rest[0]).expect("wall: ISO time").into(),
             "step" => {
@@ -578,6 +599,7 @@ fn run_world(case: &Case, w: &World) -> Run {
             in_flight: w.in_flight.as_ref(),
             finished: &w.finished,
             failsafe_ping: w.ping.as_ref(),
+            scheduled_restart: w.restart.as_ref(),
             steps: &results,
         };
         let d = decide(&snap, &w.mem);
@@ -664,6 +686,10 @@ fn mem_changes(before: &Memory, after: &Memory) -> Vec<String> {
     }
     if before.released_leader_key_at != after.released_leader_key_at {
         v.push(format!("released_at={}", t(after.released_leader_key_at)));
+    }
+    if before.start_timeout != after.start_timeout {
+        let t = after.start_timeout.map(|d| d.as_secs().to_string()).unwrap_or_else(|| "none".into());
+        v.push(format!("start_timeout={t}"));
     }
     if before.starting_since != after.starting_since {
         v.push(format!("starting_since={}", t(after.starting_since)));
@@ -897,6 +923,23 @@ scenarios! {
     replica_repoints_primary_conninfo_to_new_leader,
     replica_with_replicatefrom_cascades,
     primary_without_lock_demotes_when_another_node_leads,
+    // §6.2 step 12 scheduled restart
+    scheduled_restart_runs_when_due,
+    scheduled_restart_waits_for_its_time,
+    scheduled_restart_is_cancelled_when_postgres_already_restarted,
+    scheduled_restart_with_unmet_role_filter_is_dropped,
+}
+
+#[test]
+fn postgres_versions_compare_as_patroni_does() {
+    // postgresql/misc.py postgres_version_to_int
+    use super::decide::postgres_version_to_int;
+    assert_eq!(postgres_version_to_int("15.4"), Some(150004));
+    assert_eq!(postgres_version_to_int("9.6.3"), Some(90603));
+    assert_eq!(postgres_version_to_int("10.0.1"), Some(100001));
+    assert_eq!(postgres_version_to_int("9.6"), None);
+    assert_eq!(postgres_version_to_int("15"), None);
+    assert_eq!(postgres_version_to_int("x.1"), None);
 }
 
 fn case_from(name: &str, lines: &[&str]) -> Case {

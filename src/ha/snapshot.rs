@@ -150,6 +150,8 @@ pub struct PgState {
     pub postmaster_start_time: Option<String>,
     /// `pg_stat_replication` rows (primary only).
     pub replication: Vec<ReplicationRow>,
+    /// `server_version_num` (e.g. 150004), when known.
+    pub server_version: Option<u32>,
 }
 
 impl PgState {
@@ -571,6 +573,25 @@ pub struct StepResults {
     pub sync_prepromote: Option<WriteOutcome>,
 }
 
+/// A restart scheduled through `POST /restart` with `schedule` (kept by the agent and published as
+/// `scheduled_restart` in its member key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduledRestart {
+    /// ISO-8601 time with zone.
+    pub schedule: String,
+    /// Postmaster start time when the restart was requested; a different current start time means
+    /// the restart already happened.
+    pub postmaster_start_time: Option<String>,
+    /// Only restart when this node has this role.
+    pub role: Option<Role>,
+    /// Only restart when the running server is older than this version (`15.4`).
+    pub postgres_version: Option<String>,
+    /// Only restart when PostgreSQL reports `pending_restart`.
+    pub restart_pending: bool,
+    /// Start timeout; default `primary_start_timeout`.
+    pub timeout: Option<Duration>,
+}
+
 /// Everything the policy reads in one cycle.
 #[derive(Clone, Debug)]
 pub struct Snapshot<'a> {
@@ -594,6 +615,8 @@ pub struct Snapshot<'a> {
     pub finished: &'a [Finished],
     /// The last `POST /failsafe` received from a leader, if any.
     pub failsafe_ping: Option<&'a FailsafePing>,
+    /// A scheduled restart, if any.
+    pub scheduled_restart: Option<&'a ScheduledRestart>,
     /// Results of steps already performed in this cycle.
     pub steps: &'a StepResults,
 }
