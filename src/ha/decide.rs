@@ -22,8 +22,8 @@ use super::failover::{
     manual_failover_no_leader, quorum_commit_mode_is_active, sync_matches, sync_mode_is_active, title,
 };
 use super::snapshot::{
-    ControlState, DataDir, Finished, LongActionKind, MonoTime, PeerStatus, PgRun, RewindCheck, Snapshot,
-    SyncMode, WatchdogState, WriteOutcome,
+    ControlState, DataDir, Finished, HostPort, LongActionKind, MonoTime, PeerStatus, PgRun, RewindCheck,
+    Snapshot, SyncMode, WatchdogState, WriteOutcome,
 };
 use crate::dcs::model::{Cluster, Leader, Version, value_is_true};
 use crate::types::{Lsn, Role};
@@ -1091,8 +1091,8 @@ impl<'s, 'a> Cx<'s, 'a> {
         {
             return Ok(r);
         }
-        let wanted = node.as_ref().map(|n| n.name.as_str());
-        if pg.upstream.as_deref() != wanted {
+        let wanted = node.as_ref().and_then(|n| n.conn_url.as_deref()).and_then(HostPort::from_conn_url);
+        if pg.upstream != wanted {
             self.push(Action::Follow { upstream: node });
             self.trigger_rewind_check();
         } else {

@@ -313,7 +313,7 @@ fn build(case: &Case) -> World {
                         ("control", v) => {
                             w.pg.control_state = Some(ControlState::parse(&v.replace('_', " ")))
                         }
-                        ("upstream", v) => w.pg.upstream = Some(v.into()),
+                        ("upstream", v) => w.pg.upstream = Some(HostPort { host: v.into(), port: 5432 }),
                         ("recovery_conf", _) => w.pg.recovery_conf_exists = true,
                         ("started", v) => w.pg.postmaster_start_time = Some(v.into()),
                         ("version", v) => w.pg.server_version = Some(num(v, "version") as u32),

@@ -112,6 +112,23 @@ pub struct ReplicationRow {
     pub replay_lsn: Option<Lsn>,
 }
 
+/// A PostgreSQL server address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address as written in the connection string.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Host and port of a `postgres://host:port/db` URL (port 5432 when absent).
+    pub fn from_conn_url(url: &str) -> Option<HostPort> {
+        let u = url::Url::parse(url).ok()?;
+        Some(HostPort { host: u.host_str()?.to_string(), port: u.port().unwrap_or(5432) })
+    }
+}
+
 /// The local PostgreSQL as observed this cycle.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PgState {
@@ -141,9 +158,9 @@ pub struct PgState {
     pub control_state: Option<ControlState>,
     /// A recovery configuration (`standby.signal`) exists.
     pub recovery_conf_exists: bool,
-    /// The member this node streams from according to its `primary_conninfo`; `None` when it has
-    /// no upstream (a primary, or a replica without `primary_conninfo`).
-    pub upstream: Option<String>,
+    /// Host and port of `primary_conninfo`; `None` when there is no upstream (a primary, or a
+    /// replica without `primary_conninfo`). Compared with the wanted upstream's `conn_url`.
+    pub upstream: Option<HostPort>,
     /// Some parameter change needs a restart.
     pub pending_restart: bool,
     /// Postmaster start time as PostgreSQL reports it.
