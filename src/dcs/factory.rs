@@ -37,6 +37,9 @@ pub async fn connect(section: &DcsSection, params: DcsParams) -> Result<Arc<dyn 
         }
         #[cfg(not(feature = "etcd"))]
         DcsSection::Etcd3 { .. } => Err(not_compiled("etcd3", "etcd")),
+        #[cfg(feature = "consul")]
+        DcsSection::Consul(config) => Ok(Arc::new(super::consul::ConsulDcs::connect(config, params).await?)),
+        #[cfg(not(feature = "consul"))]
         DcsSection::Consul(_) => Err(not_compiled("consul", "consul")),
         DcsSection::ZooKeeper(_) => Err(not_compiled("zookeeper", "zookeeper")),
         DcsSection::Plugin(_) => Err(not_compiled("plugin", "plugins")),

@@ -16,6 +16,9 @@ pub mod model;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
+#[cfg(feature = "consul")]
+pub mod consul;
+
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

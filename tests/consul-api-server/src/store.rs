@@ -639,7 +639,12 @@ impl State {
             .and_then(|v| v.as_str().map(String::from))
             .filter(|s| !s.is_empty())
             .unwrap_or(name.clone());
-        let check = get("Check").and_then(|c| c.as_object().map(canonical_check));
+        // A single `Check` or a list `Checks` (py-consul sends the list).
+        let mut checks: Vec<Value> =
+            get("Check").and_then(|c| c.as_object().map(canonical_check)).into_iter().collect();
+        if let Some(Value::Array(a)) = get("Checks") {
+            checks.extend(a.iter().filter_map(|c| c.as_object().map(canonical_check)));
+        }
         let svc = json!({
             "ID": id,
             "Service": name,
@@ -649,7 +654,7 @@ impl State {
             "EnableTagOverride": get("EnableTagOverride").unwrap_or(json!(false)),
             "Meta": get("Meta").unwrap_or(json!({})),
             "Datacenter": self.opts.datacenter,
-            "Check": check.unwrap_or(Value::Null),
+            "Checks": checks,
         });
         self.bump();
         self.services.insert(id, svc);

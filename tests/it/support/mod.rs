@@ -6,6 +6,8 @@
 //! Real servers live in submodules (`etcd`). Everything listens on 127.0.0.1 only.
 #![allow(dead_code)] // each test module uses a part of the harness
 
+#[cfg(feature = "consul")]
+pub mod consul;
 pub mod etcd;
 
 use std::collections::HashSet;

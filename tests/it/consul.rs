@@ -1,0 +1,302 @@
+//! The Consul backend against the Consul API model: Patroni's key layout and session as seen over
+//! plain HTTP, session loss and re-creation, `SessionTTLMin` adoption, retries, consistency, ACL
+//! token and datacenter, and service registration. The generic behaviour is in the DCS contract
+//! suite (`dcs_contract::consul`).
+
+use crate::dcs_contract::{params, unique_scope};
+use crate::support::consul::{connect, fast_options, section, start_model};
+use consul_api_server::{Fault, Options};
+use praetor::config::dcs::{ConsulConfig, DcsSection};
+use praetor::dcs::DcsError;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MEMBER: &str = r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"primary","version":"4.1.5","xlog_location":50615840,"timeline":1}"#;
+
+async fn get_json(url: &str) -> (u16, Option<u64>, Value) {
+    let r = reqwest::get(url).await.expect("GET");
+    let status = r.status().as_u16();
+    let index = r.headers().get("x-consul-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let body = r.text().await.expect("body");
+    (status, index, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+// P:dcs/consul.py: keys without the leading `/`; `leader` and `members/<name>` acquired by the session.
+#[tokio::test]
+async fn leader_and_member_keys_have_patronis_layout_and_carry_the_session() {
+    crate::support::init_logging();
+    let server = start_model(Options::default()).await;
+    let scope = unique_scope("layout");
+    let c = connect(&section(&server.url()), params(&scope, "pg0", Duration::from_secs(30))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    assert!(c.attempt_to_acquire_leader().await.unwrap());
+    assert!(c.initialize(true, "").await.unwrap());
+
+    let (status, index, list) = get_json(&format!("{}/v1/kv/service/{scope}/?recurse", server.url())).await;
+    assert_eq!(status, 200);
+    let list = list.as_array().expect("a JSON list").clone();
+    let keys: Vec<&str> = list.iter().map(|e| e["Key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("service/{scope}/initialize"),
+            format!("service/{scope}/leader"),
+            format!("service/{scope}/members/pg0")
+        ]
+    );
+    let sessions = server.sessions();
+    assert_eq!(sessions.len(), 1, "one session per agent");
+    let sid = sessions[0].id.clone();
+    let leader = &list[1];
+    assert_eq!(leader["Value"], json!(b64("pg0")), "leader is the plain member name");
+    assert_eq!(leader["Session"], json!(sid));
+    assert_eq!(leader["LockIndex"], json!(1));
+    assert_eq!(list[2]["Session"], json!(sid), "member key bound to the same session");
+    assert_eq!(list[2]["Value"], json!(b64(MEMBER)), "member JSON stored verbatim");
+    assert_eq!(list[0]["Value"], Value::Null, "empty initialize value");
+    assert_eq!(list[0].get("Session"), None, "initialize is not bound to the session");
+    assert!(index.unwrap() >= list.iter().map(|e| e["ModifyIndex"].as_u64().unwrap()).max().unwrap());
+}
+
+// P:dcs/consul.py _do_refresh_session: name <scope>-<name>, checks [], lockdelay 0.001s, behavior delete, ttl/2.
+#[tokio::test]
+async fn the_session_is_created_as_patroni_creates_it() {
+    let server = start_model(Options::default()).await;
+    let scope = unique_scope("sess");
+    let _c = connect(&section(&server.url()), params(&scope, "pg1", Duration::from_secs(30))).await;
+    let (_, _, list) = get_json(&format!("{}/v1/session/list", server.url())).await;
+    let s = &list[0];
+    assert_eq!(s["Name"], json!(format!("{scope}-pg1")));
+    assert_eq!(s["TTL"], json!("15.0s"), "half the ttl, formatted as Patroni does");
+    assert_eq!(s["Behavior"], json!("delete"));
+    assert_eq!(s["LockDelay"], json!(1_000_000), "0.001s in nanoseconds");
+    assert_eq!(s["NodeChecks"], json!([]), "no serfHealth check");
+}
+
+#[tokio::test]
+async fn checks_from_the_config_are_bound_to_the_session() {
+    let server = start_model(Options::default()).await;
+    let cfg =
+        ConsulConfig { url: Some(server.url()), checks: vec!["serfHealth".into()], ..Default::default() };
+    let _c =
+        connect(&DcsSection::Consul(cfg), params(&unique_scope("chk"), "pg0", Duration::from_secs(30))).await;
+    assert_eq!(server.sessions()[0].node_checks, ["serfHealth"]);
+}
+
+// P:dcs/consul.py _do_refresh_session: a 404 on renew means a new session; touch_member re-creates the member key.
+#[tokio::test]
+async fn a_lost_session_is_recreated_and_the_keys_are_written_again() {
+    crate::support::init_logging();
+    let server = start_model(Options::default()).await;
+    let scope = unique_scope("lost");
+    let c = connect(&section(&server.url()), params(&scope, "pg0", Duration::from_secs(30))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    assert!(c.attempt_to_acquire_leader().await.unwrap());
+    let old = server.sessions()[0].id.clone();
+    let leader = c.load_cluster().await.unwrap().leader.expect("leader");
+    assert!(server.expire_session(&old));
+    assert!(server.kv_entry(&format!("service/{scope}/leader")).is_none(), "behavior delete removed the key");
+
+    // The holder's next cycle: the renew answers 404, a new session takes the key back.
+    assert!(c.update_leader(Some(&leader)).await.unwrap());
+    let sessions = server.sessions();
+    assert_eq!(sessions.len(), 1);
+    let new = sessions[0].id.clone();
+    assert_ne!(new, old);
+    assert_eq!(
+        server.kv_entry(&format!("service/{scope}/leader")).unwrap().session.as_deref(),
+        Some(new.as_str())
+    );
+    c.load_cluster().await.unwrap();
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    assert_eq!(
+        server.kv_entry(&format!("service/{scope}/members/pg0")).unwrap().session.as_deref(),
+        Some(new.as_str())
+    );
+}
+
+// P:dcs/consul.py adjust_ttl: "Invalid Session TTL" → use agent/self Config.SessionTTLMin.
+#[tokio::test]
+async fn a_rejected_session_ttl_adopts_the_agents_minimum() {
+    crate::support::init_logging();
+    let server =
+        start_model(Options { session_ttl_min: Duration::from_secs(12), ..Options::default() }).await;
+    let c =
+        connect(&section(&server.url()), params(&unique_scope("ttl"), "pg0", Duration::from_secs(20))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    let s = server.sessions();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].ttl, "12.0s");
+}
+
+#[tokio::test]
+async fn injected_server_errors_are_retried_within_retry_timeout() {
+    let server = start_model(fast_options()).await;
+    let scope = unique_scope("retry");
+    let mut p = params(&scope, "pg0", Duration::from_secs(30));
+    p.retry_timeout = Duration::from_secs(3);
+    let c = connect(&section(&server.url()), p).await;
+    assert!(c.set_config_value("{}", None).await.unwrap());
+    server.inject_fault(Fault {
+        path_prefix: "/v1/kv/".into(),
+        status: Some(500),
+        remaining: Some(2),
+        delay: None,
+    });
+    let cl = c.load_cluster().await.expect("two 500s are retried");
+    assert!(cl.config.is_some());
+    server.inject_fault(Fault {
+        path_prefix: "/v1/kv/".into(),
+        status: Some(503),
+        remaining: None,
+        delay: None,
+    });
+    let t = std::time::Instant::now();
+    let e = c.load_cluster().await.expect_err("a lasting outage is an error");
+    assert!(matches!(e, DcsError::Unavailable(_)), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "gave up after retry_timeout, took {:?}", t.elapsed());
+    server.clear_faults();
+    // A hanging server is cut off by the per-request timeout.
+    server.inject_fault(Fault {
+        path_prefix: "/v1/kv/".into(),
+        status: None,
+        remaining: Some(1),
+        delay: Some(Duration::from_secs(20)),
+    });
+    let t = std::time::Instant::now();
+    assert!(c.load_cluster().await.is_ok(), "the retry after the timed-out request succeeds");
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+}
+
+// developer.hashicorp.com/consul/api-docs/features/consistency: stale reads are served without a leader.
+#[tokio::test]
+async fn stale_consistency_reads_survive_a_lost_raft_leader() {
+    let server = start_model(fast_options()).await;
+    let scope = unique_scope("stale");
+    let mut p = params(&scope, "pg0", Duration::from_secs(30));
+    p.retry_timeout = Duration::from_secs(1);
+    let default = connect(&section(&server.url()), p.clone()).await;
+    assert!(default.set_config_value(r#"{"ttl":30}"#, None).await.unwrap());
+    let cfg =
+        ConsulConfig { url: Some(server.url()), consistency: Some("stale".into()), ..Default::default() };
+    let stale = connect(&DcsSection::Consul(cfg), p).await;
+    server.set_leader(false);
+    assert!(matches!(default.load_cluster().await, Err(DcsError::Unavailable(_))));
+    assert!(stale.load_cluster().await.unwrap().config.is_some());
+    assert!(
+        matches!(stale.set_config_value("{}", None).await, Err(DcsError::Unavailable(_))),
+        "writes need a leader"
+    );
+    server.set_leader(true);
+    assert!(default.load_cluster().await.is_ok());
+}
+
+#[tokio::test]
+async fn the_acl_token_and_datacenter_are_sent() {
+    let server = start_model(Options { acl_token: Some("s3cret".into()), ..fast_options() }).await;
+    let scope = unique_scope("acl");
+    let p = params(&scope, "pg0", Duration::from_secs(30));
+    let good = ConsulConfig {
+        url: Some(server.url()),
+        token: Some(praetor::types::Secret("s3cret".into())),
+        dc: Some("dc1".into()),
+        ..Default::default()
+    };
+    let c = connect(&DcsSection::Consul(good.clone()), p.clone()).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    assert!(c.load_cluster().await.unwrap().member("pg0").is_some());
+
+    let bad = ConsulConfig { token: Some(praetor::types::Secret("wrong".into())), ..good.clone() };
+    let c = connect(&DcsSection::Consul(bad), p.clone()).await;
+    let e = c.load_cluster().await.expect_err("denied");
+    assert!(format!("{e:?}").contains("ACL not found"), "{e:?}");
+
+    let other_dc = ConsulConfig { dc: Some("dc9".into()), ..good };
+    let c = connect(&DcsSection::Consul(other_dc), p).await;
+    assert!(
+        format!("{:?}", c.load_cluster().await.expect_err("no such dc")).contains("No path to datacenter")
+    );
+}
+
+// P:dcs/consul.py _update_service: id <scope>/<name>, tags + role (+master), HTTP check on <api>/<role>.
+#[tokio::test]
+async fn register_service_publishes_the_role_and_an_http_check() {
+    let server = start_model(Options::default()).await;
+    let scope = unique_scope("svc");
+    let cfg = ConsulConfig {
+        url: Some(server.url()),
+        register_service: Some(true),
+        service_tags: vec!["zeta".into(), "alpha".into()],
+        ..Default::default()
+    };
+    let c = connect(&DcsSection::Consul(cfg), params(&scope, "pg0", Duration::from_secs(30))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    let svcs = server.services();
+    assert_eq!(svcs.len(), 1, "{svcs:?}");
+    let s = &svcs[0];
+    assert_eq!(s["ID"], json!(format!("{scope}/pg0")));
+    assert_eq!(s["Service"], json!(scope));
+    assert_eq!(s["Tags"], json!(["alpha", "zeta", "primary", "master"]));
+    assert_eq!(s["Address"], json!("127.0.0.1"));
+    assert_eq!(s["Port"], json!(5433));
+    let check = &s["Checks"][0];
+    assert_eq!(check["HTTP"], json!("http://127.0.0.1:8009/primary"));
+    assert_eq!(check["Interval"], json!("5s"));
+    assert_eq!(check["DeregisterCriticalServiceAfter"], json!("150.0s"));
+
+    let stopped = MEMBER.replace(r#""state":"running""#, r#""state":"stopped""#);
+    c.load_cluster().await.unwrap();
+    assert!(c.touch_member(&stopped).await.unwrap());
+    assert!(server.services().is_empty(), "deregistered when stopped");
+}
+
+// P:dcs/consul.py set_ttl: a new ttl means a new session and an immediate next cycle.
+#[tokio::test]
+async fn a_new_ttl_creates_a_new_session_and_skips_the_next_watch() {
+    let server = start_model(fast_options()).await;
+    let scope = unique_scope("timing");
+    let c = connect(&section(&server.url()), params(&scope, "pg0", Duration::from_secs(30))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    c.set_timing(Duration::from_secs(40), Duration::from_secs(1), Duration::from_secs(1)).await.unwrap();
+    let t = std::time::Instant::now();
+    assert!(c.watch(None, Duration::from_secs(5)).await.unwrap());
+    assert!(t.elapsed() < Duration::from_secs(1));
+    c.load_cluster().await.unwrap();
+    assert!(c.touch_member(MEMBER).await.unwrap());
+    let ttls: Vec<String> = server.sessions().iter().map(|s| s.ttl.clone()).collect();
+    assert!(ttls.contains(&"20.0s".to_string()), "{ttls:?}");
+    let e = server.kv_entry(&format!("service/{scope}/members/pg0")).unwrap();
+    let s20 = server.sessions().into_iter().find(|s| s.ttl == "20.0s").unwrap();
+    assert_eq!(e.session.as_deref(), Some(s20.id.as_str()), "member moved to the new session");
+}
+
+// developer.hashicorp.com/consul/api-docs/features/blocking: a blocking query returns with the new index on change.
+#[tokio::test]
+async fn blocking_queries_on_the_model_wait_for_a_change_and_time_out() {
+    let server = start_model(fast_options()).await;
+    let url = format!("{}/v1/kv/service/b/leader", server.url());
+    let http = reqwest::Client::new();
+    assert!(http.put(&url).body("pg0").send().await.unwrap().status().is_success());
+    let (_, idx, _) = get_json(&url).await;
+    let idx = idx.unwrap();
+    let t = std::time::Instant::now();
+    let (_, same, _) = get_json(&format!("{url}?index={idx}&wait=1s")).await;
+    assert_eq!(same, Some(idx));
+    assert!(
+        t.elapsed() >= Duration::from_secs(1) && t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let u2 = url.clone();
+    let w = tokio::spawn(async move { get_json(&format!("{u2}?index={idx}&wait=10s")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(http.delete(&url).send().await.unwrap().status().is_success());
+    let (status, after, _) = w.await.unwrap();
+    assert_eq!(status, 404);
+    assert!(after.unwrap() > idx);
+}
