@@ -474,7 +474,13 @@ impl<'s, 'a> Cx<'s, 'a> {
         cluster_lsn: u64,
         exclude_candidate: bool,
     ) -> R<bool> {
-        let peers = self.peers(cluster)?;
+        // Nobody to ask: decide without calling anybody (Patroni fetches nothing either).
+        let no_peers = BTreeMap::new();
+        let peers = if self.view(cluster, &no_peers).failover_candidates(exclude_candidate).is_empty() {
+            &no_peers
+        } else {
+            self.peers(cluster)?
+        };
         let mut notes = Vec::new();
         let ok = self.view(cluster, peers).is_failover_possible(cluster_lsn, exclude_candidate, &mut notes);
         self.notes.extend(notes);
@@ -1362,4 +1368,30 @@ pub fn postgres_version_to_int(v: &str) -> Option<u32> {
         parts.insert(1, 0);
     }
     Some(parts[0] * 10_000 + parts[1] * 100 + parts[2])
+}
+
+/// What a clean agent stop (SIGTERM/SIGINT) does with PostgreSQL and the leader key (Patroni
+/// `Ha.shutdown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownPlan {
+    /// Paused: leave PostgreSQL running and the leader key in place; only disable the watchdog.
+    LeaveRunning,
+    /// Stop PostgreSQL (fast, no CHECKPOINT first). When `release_lock`, once `pg_control` says
+    /// "shut down" release the key with the previous checkpoint LSN in `/status` as soon as a
+    /// replica has the shutdown checkpoint (`is_failover_possible(cluster_lsn=checkpoint)`), else
+    /// write that LSN as optime and release the key after the stop. A synchronous standby first asks
+    /// the primary to release it from `/sync` (up to `2*loop_wait`).
+    Stop {
+        /// This node holds the leader key.
+        release_lock: bool,
+    },
+}
+
+/// The shutdown plan for this node at `now`.
+pub fn shutdown_plan(policy: &super::snapshot::DynamicPolicy, mem: &Memory, now: MonoTime) -> ShutdownPlan {
+    if policy.pause {
+        ShutdownPlan::LeaveRunning
+    } else {
+        ShutdownPlan::Stop { release_lock: mem.is_leader(now) }
+    }
 }

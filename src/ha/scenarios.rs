@@ -874,6 +874,8 @@ scenarios! {
     leader_demotes_gracefully_for_switchover_to_healthy_candidate,
     leader_refuses_switchover_to_lagging_candidate_and_clears_key,
     leader_ignores_switchover_addressed_to_another_leader,
+    leader_refuses_switchover_to_nofailover_candidate,
+    leader_refuses_failover_to_candidate_behind_cluster_timeline,
     scheduled_switchover_waits_until_within_loop_wait,
     scheduled_switchover_due_soon_wakes_the_loop_in_time,
     scheduled_switchover_at_time_demotes,
@@ -1038,4 +1040,19 @@ fn ha_sources_never_mention_the_runtime_or_clocks() {
         }
     }
     assert!(checked >= 6, "expected to scan the ha sources, scanned {checked}");
+}
+
+#[test]
+fn shutdown_stops_postgres_and_releases_the_key_unless_paused() {
+    // ha.py Ha.shutdown
+    use super::decide::{ShutdownPlan, shutdown_plan};
+    let now = MonoTime::from_secs(1000);
+    let leader = Memory { leader_until: Some(MonoTime::from_secs(1020)), ..Default::default() };
+    let expired = Memory { leader_until: Some(MonoTime::from_secs(999)), ..Default::default() };
+    let running = DynamicPolicy::default();
+    let paused = DynamicPolicy { pause: true, ..DynamicPolicy::default() };
+    assert_eq!(shutdown_plan(&running, &leader, now), ShutdownPlan::Stop { release_lock: true });
+    assert_eq!(shutdown_plan(&running, &expired, now), ShutdownPlan::Stop { release_lock: false });
+    assert_eq!(shutdown_plan(&running, &Memory::default(), now), ShutdownPlan::Stop { release_lock: false });
+    assert_eq!(shutdown_plan(&paused, &leader, now), ShutdownPlan::LeaveRunning);
 }
