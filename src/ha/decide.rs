@@ -10,7 +10,7 @@
 //! let mut steps = StepResults::default();
 //! let decision = loop {
 //!     let d = decide(&snapshot_with(&steps), &memory);
-//!     match d.step { Some(step) => steps.record(perform(step)), None => break d }
+//!     match d.step { Some(step) => perform(step, &mut steps) /* fills one field */, None => break d }
 //! };
 //! execute(decision.actions); memory = decision.next; log(decision.log_line());
 //! ```

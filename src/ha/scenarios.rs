@@ -1056,3 +1056,153 @@ fn shutdown_stops_postgres_and_releases_the_key_unless_paused() {
     assert_eq!(shutdown_plan(&running, &Memory::default(), now), ShutdownPlan::Stop { release_lock: false });
     assert_eq!(shutdown_plan(&paused, &leader, now), ShutdownPlan::LeaveRunning);
 }
+
+#[test]
+fn safety_invariants_hold_over_a_grid_of_situations() {
+    // Broad net under the named scenarios: thousands of combinations of PostgreSQL state, DCS
+    // contents, policy, step outcomes, long actions and peer answers; every decision must keep the
+    // split-brain and pause rules whatever the combination.
+    let pgs = [
+        "pg running primary lsn=5000 tl=1",
+        "pg running replica lsn=5000 tl=1 upstream=pg1",
+        "pg stopped role=primary control=in_production",
+        "pg stopped replica control=shut_down_in_recovery",
+        "pg starting role=primary",
+        "pg crashed primary control=in_production",
+        "pg stopped data=empty sysid=none",
+    ];
+    let dcss = [
+        "dcs down",
+        "dcs leader=pg1 optime=5000",
+        "dcs leader=pg0 optime=5000",
+        "dcs optime=5000",
+        "dcs leader=pg0 optime=5000 failover=pg0>pg1",
+        "dcs leader=pg1 optime=5000 failover=pg1>pg0",
+        "dcs optime=5000 failover=pg1>pg0",
+        "dcs optime=5000 failover=pg1>pg2",
+        "dcs leader=pg1 optime=5000 sync=pg1:pg2",
+        "dcs optime=5000 sync=pg1:pg0,pg2",
+        "dcs optime=5000 initialize=none",
+    ];
+    let policies = [
+        "policy max_lag=1048576",
+        "policy pause",
+        "policy failsafe",
+        "policy sync=on",
+        "policy pause failsafe",
+    ];
+    let outcomes = [
+        "step acquire=done update=done initialize=done sync_prepromote=done failsafe=accepted rewind=not_needed",
+        "step acquire=refused update=refused initialize=refused sync_prepromote=refused failsafe=rejected rewind=needed",
+        "step acquire=dcs_error update=dcs_error initialize=dcs_error sync_prepromote=dcs_error failsafe=rejected rewind=unknown",
+    ];
+    let inflights = ["", "inflight promote", "inflight restart"];
+    let peers = ["peer pg1 replica lsn=5000", "peer pg1 primary", "peer pg1 unreachable"];
+    let mut checked = 0;
+    for pg in pgs {
+        for dcs in dcss {
+            for policy in policies {
+                for outcome in outcomes {
+                    for inflight in inflights {
+                        for peer in peers {
+                            let mut lines = vec![
+                                "me pg0 bootstrap",
+                                pg,
+                                dcs,
+                                policy,
+                                outcome,
+                                peer,
+                                "peer pg2 replica lsn=4000",
+                                "mem old=pg1:pg0,pg1,pg2 leader_until=1020 failsafe=pg0,pg1,pg2 cb_called",
+                            ];
+                            if !dcs.ends_with("down") {
+                                lines.push("member pg1 replica");
+                                lines.push("member pg2 replica");
+                            }
+                            if !inflight.is_empty() {
+                                lines.push(inflight);
+                            }
+                            let c = case_from("grid", &lines);
+                            let w = build(&c);
+                            let run = run_world(&c, &w);
+                            let again = run_world(&c, &w);
+                            let ctx = format!(
+                                "{lines:?}\n-> steps {:?} actions {:?}",
+                                run.steps, run.decision.actions
+                            );
+                            assert_eq!(run.decision, again.decision, "decide is not deterministic: {ctx}");
+                            check_invariants(&w, &run, &ctx);
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        pgs.len() * dcss.len() * policies.len() * outcomes.len() * inflights.len() * peers.len()
+    );
+}
+
+fn check_invariants(w: &World, run: &Run, ctx: &str) {
+    use super::action::{Action, DemoteMode};
+    let acts = &run.decision.actions;
+    let has = |f: &dyn Fn(&Action) -> bool| acts.iter().any(f);
+    let promote = has(&|a| *a == Action::Promote);
+    let demote = has(&|a| matches!(a, Action::Demote(_)));
+    let lock_at_start =
+        w.cluster.as_ref().is_ok_and(|c| c.leader.as_ref().is_some_and(|l| l.name == w.me.name));
+    let renewed = run.steps.iter().any(|s| s.starts_with("UpdateLock") && s.ends_with("=done"));
+    let acquired = run.steps.iter().any(|s| s == "AcquireLock=done");
+    let candidate_is_me = w
+        .cluster
+        .as_ref()
+        .is_ok_and(|c| c.failover.as_ref().is_some_and(|f| f.member.as_deref() == Some(w.me.name.as_str())));
+
+    assert!(!(promote && demote), "promote and demote together: {ctx}");
+    assert!(
+        !promote || renewed || acquired,
+        "promoted without holding a freshly renewed/acquired lock: {ctx}"
+    );
+    if has(&|a| matches!(a, Action::ReleaseLock { .. })) {
+        assert!(lock_at_start || acquired, "released a lock it does not hold: {ctx}");
+    }
+    assert!(!has(&|a| *a == Action::TakeLock), "took the lock outside bootstrap: {ctx}");
+    if has(&|a| matches!(a, Action::Demote(m) if *m != DemoteMode::Graceful)) {
+        assert!(w.pg.role == Role::Primary || w.pg.is_primary(), "demoted a node that is not primary: {ctx}");
+    }
+    if has(&|a| *a == Action::Demote(DemoteMode::Graceful)) {
+        // Patroni hands a switchover over even from a lock holder that has not promoted yet.
+        assert!(renewed, "switchover demotion without holding the lock: {ctx}");
+    }
+    if w.policy.pause {
+        assert!(
+            !promote || candidate_is_me,
+            "paused cluster promoted a replica that is not the candidate: {ctx}"
+        );
+        assert!(
+            !has(&|a| matches!(a, Action::Demote(m) if *m != DemoteMode::Graceful)),
+            "paused cluster demoted: {ctx}"
+        );
+    }
+    if w.cluster.is_err() {
+        assert!(
+            acts.iter().all(|a| matches!(a, Action::Demote(DemoteMode::Offline) | Action::KeepaliveWatchdog)),
+            "DCS down: only an offline demotion or a failsafe keepalive is allowed: {ctx}"
+        );
+        let failsafe_kept = w.policy.failsafe_mode && run.steps.iter().any(|s| s.ends_with("=accepted"));
+        if w.pg.is_primary() && !w.policy.pause && !failsafe_kept {
+            assert!(
+                has(&|a| *a == Action::Demote(DemoteMode::Offline)),
+                "primary kept running without DCS: {ctx}"
+            );
+        }
+    }
+    if run.steps.iter().any(|s| s.ends_with("=dcs_error")) {
+        assert!(!promote, "promoted after a DCS error: {ctx}");
+    }
+    if run.decision.next.is_leader(w.now) {
+        assert!(renewed || acquired || w.cluster.is_err(), "believes it leads without a lock write: {ctx}");
+    }
+}
