@@ -15,7 +15,10 @@
 //! `types` and `config`'s DCS sections; nothing in `dcs` touches `postgres`.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod dcs;
 pub mod ha;
+pub mod postgres;
 pub mod types;
