@@ -1,4 +1,4 @@
-//! The `praetorctl` operator CLI.
+//! The `praetorctl` operator CLI: a drop-in for `patronictl` (see `praetor::ctl`).
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    praetor::ctl::run()
 }

@@ -2,4 +2,5 @@
 #[cfg(feature = "consul")]
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
 mod dcs_contract;
+mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 mod support;

@@ -9,6 +9,7 @@
 #[cfg(feature = "consul")]
 pub mod consul;
 pub mod etcd;
+pub mod postgres;
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -1,0 +1,154 @@
+//! praetorctl against output captured from real patronictl 4.1.5 (tests/fixtures/ctl, made by
+//! `generate.py`): every case's raw DCS keys are read into a `Cluster` and every captured command is
+//! rendered and compared byte for byte; one end-to-end run of the built binary against a real etcd.
+
+use crate::support::etcd::EtcdServer;
+use clap::Parser;
+use praetor::ctl::{Cli, render};
+use praetor::dcs::model::{Cluster, RawEntry, Version};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The clock generate.py pins patronictl to (`list -t`).
+const FIXED_NOW: &str = "2026-11-22 03:04:05";
+
+#[derive(Deserialize)]
+struct Key {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    args: Vec<String>,
+    stdout: String,
+    exit: u8,
+    stderr: String,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ctl")
+}
+
+fn case_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("tests/fixtures/ctl exists")
+        .map(|e| e.expect("read fixture dir entry").path())
+        .filter(|p| p.join("cases.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn keys(dir: &Path) -> Vec<Key> {
+    serde_json::from_slice(&std::fs::read(dir.join("keys.json")).expect("keys.json"))
+        .expect("keys.json parses")
+}
+
+fn cluster(dir: &Path) -> Cluster {
+    let entries = keys(dir).into_iter().map(|k| RawEntry {
+        key: k.key,
+        value: k.value,
+        version: Version(1),
+        owner: None,
+    });
+    let (c, warnings) = Cluster::from_entries(entries);
+    assert!(warnings.is_empty(), "{}: {warnings:?}", dir.display());
+    c
+}
+
+/// Every case × command: same stdout, same exit code, same `Error: …` line as patronictl.
+#[test]
+fn renderers_match_patronictl_byte_for_byte() {
+    let dirs = case_dirs();
+    assert!(dirs.len() >= 10, "fixtures missing: {dirs:?}");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for dir in dirs {
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("utf-8 case name").to_string();
+        let cluster = cluster(&dir);
+        let cases: Vec<Case> =
+            serde_json::from_slice(&std::fs::read(dir.join("cases.json")).expect("cases.json"))
+                .expect("parses");
+        for case in cases {
+            let want = std::fs::read_to_string(dir.join(&case.stdout)).expect("captured stdout");
+            let cli = Cli::try_parse_from(
+                std::iter::once("praetorctl".to_string()).chain(case.args.iter().cloned()),
+            )
+            .unwrap_or_else(|e| {
+                panic!("{name} {:?}: praetorctl does not accept patronictl's args: {e}", case.args)
+            });
+            let (got, code, err) = match render(&cli.command, &name, &cluster, FIXED_NOW) {
+                Ok(s) => (s, 0, String::new()),
+                Err(e) => (String::new(), e.exit_code(), format!("Error: {e}\n")),
+            };
+            checked += 1;
+            if got != want || code != case.exit || (case.exit != 0 && err != case.stderr) {
+                failures.push(format!(
+                    "== {name} {:?} (exit {code}, want {})\n--- patronictl\n{want}{}--- praetorctl\n{got}{err}",
+                    case.args, case.exit, case.stderr
+                ));
+            }
+        }
+    }
+    assert!(checked > 200, "only {checked} outputs checked");
+    assert!(failures.is_empty(), "{} of {checked} outputs differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The binary reads the keys from a real etcd and prints what patronictl printed for them.
+#[tokio::test]
+async fn praetorctl_list_against_etcd_prints_what_patronictl_printed() {
+    let Some(etcd) = EtcdServer::start().await else { return };
+    let mut client = etcd.client().await;
+    for case in ["extended", "paused", "healthy"] {
+        for k in keys(&fixtures().join(case)) {
+            client.put(format!("/service/{case}/{}", k.key), k.value, None).await.expect("put a key");
+        }
+    }
+    let host = etcd.hosts()[0].clone();
+    for (case, args, golden) in [
+        ("extended", vec!["list"], "list.out"),
+        ("paused", vec!["list"], "list.out"),
+        ("healthy", vec!["list", "-f", "json"], "list-json.out"),
+        ("healthy", vec!["topology"], "topology.out"),
+        ("healthy", vec!["show-config"], "show-config.out"),
+        ("healthy", vec!["dsn", "-m", "pg1"], "dsn-member.out"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+            .arg("-d")
+            .arg(format!("etcd3://{host}"))
+            .args(&args)
+            .arg(case)
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .env_remove("DCS_URL")
+            .env("HOME", etcd.dir().path())
+            .output()
+            .await
+            .expect("run praetorctl");
+        let want = std::fs::read_to_string(fixtures().join(case).join(golden)).expect("golden");
+        assert!(out.status.success(), "{case} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{case} {args:?}");
+    }
+
+    // patronictl's exit codes: 1 when nothing matches, 2 for a usage error
+    let run = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+            .args(args)
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .env_remove("DCS_URL")
+            .env("HOME", etcd.dir().path())
+            .output()
+    };
+    let dcs = format!("etcd3://{host}");
+    let out =
+        run(vec!["-d".into(), dcs.clone(), "dsn".into(), "-m".into(), "nosuch".into(), "healthy".into()])
+            .await
+            .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: Can not find a suitable member\n");
+    let out = run(vec!["-d".into(), dcs, "list".into(), "-f".into(), "xml".into()]).await.expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(vec!["-d".into(), "foo://x".into(), "list".into(), "c".into()]).await.expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: Unknown dcs scheme: foo\n");
+}
