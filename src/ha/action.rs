@@ -149,7 +149,8 @@ pub enum Action {
     /// `process_sync_replication_prepromote` does (quorum: `ANY n (voters of /sync)`; on: empty, or
     /// `*` when strict); the `/sync` write itself was the `WriteSyncPrePromote` step.
     Promote,
-    /// Demote (see [`DemoteMode`]); `Graceful` runs as a long action.
+    /// Demote (see [`DemoteMode`]); `Graceful` runs as a long action whose `in_flight` kind is
+    /// `LongActionKind::Demote(failover_action_name(/failover))` (`switchover: demote`).
     Demote(DemoteMode),
     /// Start PostgreSQL as a primary after a crash (long action `starting primary after failure`),
     /// waiting at most `timeout` seconds.

@@ -61,13 +61,22 @@ impl RewindState {
     }
 }
 
+/// The cluster as of the last DCS read that showed a leader (Patroni `old_cluster`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OldCluster {
+    /// The leader then.
+    pub leader: Option<String>,
+    /// The members then.
+    pub members: Vec<KnownMember>,
+}
+
 /// State carried from one cycle to the next; `decide` returns the next value in
 /// [`Decision::next`]. Starts as `Memory::default()` when the agent starts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Memory {
     /// `old_cluster`: the leader and members as of the last read that had a leader (or the first
     /// read). The leader race asks these members too.
-    pub old_cluster: Option<(Option<String>, Vec<KnownMember>)>,
+    pub old_cluster: Option<OldCluster>,
     /// Last `/failsafe` value read (Patroni `dcs.failsafe`), used while the DCS is down.
     pub last_failsafe: Option<BTreeMap<String, String>>,
     /// This node holds the leader key until then (last successful acquire/renewal + ttl); `None`
@@ -220,10 +229,10 @@ impl<'s, 'a> Cx<'s, 'a> {
         };
         // Patroni keeps the cluster state of the last time it was healthy (had a leader).
         if !raw.is_unlocked() || self.next.old_cluster.is_none() {
-            self.next.old_cluster = Some((
-                raw.leader.as_ref().map(|l| l.name.clone()),
-                raw.members.iter().map(KnownMember::from_member).collect(),
-            ));
+            self.next.old_cluster = Some(OldCluster {
+                leader: raw.leader.as_ref().map(|l| l.name.clone()),
+                members: raw.members.iter().map(KnownMember::from_member).collect(),
+            });
         }
         self.next.last_failsafe = raw.failsafe.clone();
         let cluster = self.effective_cluster(raw);
@@ -437,8 +446,8 @@ impl<'s, 'a> Cx<'s, 'a> {
     /// the `/failsafe` topology, minus this node.
     fn peer_targets(&self, cluster: &Cluster) -> Vec<PeerTarget> {
         let mut by_name: BTreeMap<String, String> = BTreeMap::new();
-        if let Some((_, old)) = &self.next.old_cluster {
-            for m in old {
+        if let Some(old) = &self.next.old_cluster {
+            for m in &old.members {
                 by_name.insert(m.name.clone(), m.api_url.clone());
             }
         }
@@ -933,7 +942,8 @@ impl<'s, 'a> Cx<'s, 'a> {
             self.note("Watchdog device is not usable");
             return Ok(false);
         }
-        let (old_leader, old_members) = self.next.old_cluster.clone().unwrap_or_default();
+        let OldCluster { leader: old_leader, members: old_members } =
+            self.next.old_cluster.clone().unwrap_or_default();
         let mut all: Vec<KnownMember> = old_members;
         if s.policy.failsafe_mode
             && let Some(fs) = &self.next.last_failsafe

@@ -461,7 +461,8 @@ fn build(case: &Case) -> World {
                                     nofailover: false,
                                 })
                                 .collect();
-                            w.mem.old_cluster = Some(((!l.is_empty()).then(|| l.to_string()), known));
+                            let leader = (!l.is_empty()).then(|| l.to_string());
+                            w.mem.old_cluster = Some(super::decide::OldCluster { leader, members: known });
                         }
                         ("crash_recovery", v) => w.mem.crash_recovery_started = Some(secs(v)),
                         ("starting_since", v) => w.mem.starting_since = Some(secs(v)),
