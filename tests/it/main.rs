@@ -1,6 +1,7 @@
 //! praetor's integration tests: one binary, a module per area.
 #[cfg(feature = "consul")]
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
+mod ctl; // praetorctl output vs real patronictl 4.1.5, end to end against etcd
 mod dcs_contract;
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 mod support;
