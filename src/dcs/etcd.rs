@@ -747,8 +747,13 @@ impl Dcs for EtcdDcs {
         let extra = if leader_version.is_some() { FOLLOWER_WATCH_EXTRA } else { Duration::ZERO };
         let deadline = Instant::now() + timeout + extra;
         let never_loaded = self.seen().rev == 0;
-        if never_loaded && let Err(e) = self.load_cluster().await {
-            debug!("watch: cannot read the cluster: {e}");
+        if never_loaded {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.load_cluster()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => debug!("watch: cannot read the cluster: {e}"),
+                Err(_) => return Ok(false),
+            }
         }
         let start = self.seen().clone();
         let mut state = start.clone();

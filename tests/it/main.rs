@@ -3,5 +3,7 @@
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
 mod ctl; // praetorctl output vs real patronictl 4.1.5, end to end against etcd
 mod dcs_contract;
+#[cfg(feature = "etcd")]
+mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member failover
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 mod support;
