@@ -16,7 +16,8 @@ pub struct SampleHost {
 }
 
 impl SampleHost {
-    /// Detect this host's name, a non-loopback address (falls back to `127.0.0.1`), and the
+    /// Detect this host's name, a non-loopback address (the host name's, else the default
+    /// route's source address, else `127.0.0.1`), and the
     /// newest PostgreSQL installation.
     pub fn detect() -> SampleHost {
         let name = ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -25,13 +26,20 @@ impl SampleHost {
             .map(|s| s.trim().to_string())
             .find(|s| !s.is_empty())
             .unwrap_or_else(|| "praetor1".into());
+        let routable = |ip: IpAddr| matches!(ip, IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified());
         let address = (name.as_str(), 0)
             .to_socket_addrs()
             .ok()
-            .and_then(|mut addrs| {
-                addrs.find(|a| matches!(a.ip(), IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified()))
+            .and_then(|mut addrs| addrs.find(|a| routable(a.ip())))
+            .map(|a| a.ip())
+            // The source address of the default route: connecting a UDP socket only consults
+            // the routing table, no packet is sent.
+            .or_else(|| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+                s.connect("198.51.100.1:9").ok()?;
+                s.local_addr().ok().map(|a| a.ip()).filter(|ip| routable(*ip))
             })
-            .map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string());
+            .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
         SampleHost { name, address, bin_dir: detect_bin_dir() }
     }
 }
