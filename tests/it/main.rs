@@ -1,4 +1,5 @@
 //! praetor's integration tests: one binary, a module per area.
+mod config; // the praetor binary: --validate-config on real and broken configs, env, directories
 #[cfg(feature = "consul")]
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
 mod ctl; // praetorctl output vs real patronictl 4.1.5, end to end against etcd
