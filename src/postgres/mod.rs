@@ -126,6 +126,12 @@ pub enum StartOutcome {
         /// PID.
         pid: i32,
     },
+    /// A new postmaster runs but did not accept connections within `pg_ctl_timeout` (e.g. a
+    /// replica still replaying WAL to consistency). Patroni treats this as "starting", not failed.
+    StillStarting {
+        /// PID.
+        pid: i32,
+    },
 }
 
 /// Outcome of [`Postgres::stop`].
@@ -468,13 +474,18 @@ impl Postgres {
         };
         let pid = postmaster::spawn_detached(&spec)
             .map_err(|e| PgError::StartFailed { reason: format!("spawn {}: {e}", spec.program.display()) })?;
-        self.wait_ready(pid, self.settings.pg_ctl_timeout).await?;
-        info!(pid, "postmaster started");
-        Ok(StartOutcome::Started { pid })
+        if self.wait_ready(pid, self.settings.pg_ctl_timeout).await? {
+            info!(pid, "postmaster started");
+            Ok(StartOutcome::Started { pid })
+        } else {
+            warn!(pid, timeout = ?self.settings.pg_ctl_timeout, "postmaster runs but does not accept connections yet");
+            Ok(StartOutcome::StillStarting { pid })
+        }
     }
 
-    /// Wait until postmaster `pid` reports `ready`/`standby` in `postmaster.pid` and answers SQL.
-    pub async fn wait_ready(&self, pid: i32, timeout: Duration) -> Result<()> {
+    /// Wait until postmaster `pid` reports `ready`/`standby` in `postmaster.pid` and answers SQL:
+    /// `Ok(true)`. `Ok(false)` when `timeout` passed while it still runs; an error when it died.
+    pub async fn wait_ready(&self, pid: i32, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         let conn = self.local_conn(&self.settings.superuser);
         let mut last_err = String::from("no postmaster.pid yet");
@@ -490,16 +501,15 @@ impl Postgres {
             {
                 match observe::connect(&conn, Duration::from_secs(2)).await {
                     Ok(c) => match c.simple_query("SELECT 1").await {
-                        Ok(_) => return Ok(()),
+                        Ok(_) => return Ok(true),
                         Err(e) => last_err = e.to_string(),
                     },
                     Err(e) => last_err = e,
                 }
             }
             if Instant::now() >= deadline {
-                return Err(PgError::StartFailed {
-                    reason: format!("not accepting connections after {timeout:?}: {last_err}"),
-                });
+                info!(pid, "not accepting connections after {timeout:?}: {last_err}");
+                return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -241,7 +241,14 @@ async fn replica_streams_through_its_slot_then_promotion_and_rewind_of_the_old_p
     b.checkpoint().await.expect("checkpoint after promote");
     assert_eq!(b.observe().await.facts().unwrap().timeline, Some(2));
     exec(&a, "INSERT INTO t VALUES ('lost on the old timeline'); SELECT pg_switch_wal()").await;
-    assert_eq!(a.stop(StopMode::Fast).await.unwrap(), StopOutcome::Stopped);
+    // The old primary goes down hard: no shutdown checkpoint.
+    assert_eq!(a.stop(StopMode::Immediate).await.unwrap(), StopOutcome::Stopped);
+    assert_eq!(a.controldata().await.unwrap().cluster_state(), Some("in production"));
+    // Its position is unknown until crash recovery ran in single-user mode (ha.py: recover).
+    assert_eq!(a.rewind_needed(&source_of(&b)).await.expect("rewind check"), None);
+    assert!(a.ensure_clean_shutdown(&cancel).await.expect("single-user crash recovery"));
+    assert!(a.controldata().await.unwrap().clean_shutdown());
+    assert!(!a.ensure_clean_shutdown(&cancel).await.unwrap(), "second run has nothing to do");
 
     // The old primary needs a rewind, gets it, and follows b through its own slot.
     assert_eq!(a.rewind_needed(&source_of(&b)).await.expect("rewind check"), Some(true));
@@ -369,5 +376,83 @@ async fn observation_returns_within_its_timeout_while_the_postmaster_is_sigstopp
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).unwrap();
     let ok = wait_for(Duration::from_secs(10), || async { pg.observe().await.is_primary() }).await;
     assert!(ok, "server did not answer after SIGCONT");
+    pg.stop(StopMode::Fast).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_bootstrap_script_and_post_bootstrap_get_patroni_arguments() {
+    let bin = require_pg!();
+    let mut cl = PgCluster::new("pg-custom-bootstrap", bin.clone());
+    let mut s = cl.node("custom");
+    let out = cl.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // bootstrap.py: _custom_bootstrap passes --scope, --datadir and extra keys as --k=v.
+    let boot = cl.script(
+        "my_bootstrap.sh",
+        &format!(
+            "echo \"$@\" > {out}/bootstrap_args\n\
+             for a in \"$@\"; do case \"$a\" in --datadir=*) D=\"${{a#--datadir=}}\";; esac; done\n\
+             {bin}/initdb -D \"$D\" -U postgres --auth-local=trust --auth-host=trust >/dev/null || exit 1\n\
+             touch \"$D/promote\"",
+            out = out.display(),
+            bin = bin.display()
+        ),
+    );
+    // bootstrap.py: call_post_bootstrap passes a superuser URL with PGPASSFILE set.
+    let post = cl.script(
+        "post_bootstrap.sh",
+        &format!(
+            "echo \"$1\" > {out}/post_url\n\
+             echo \"$PGPASSFILE\" > {out}/post_pgpassfile\n\
+             {bin}/psql \"$1\" -qc 'CREATE TABLE made_by_post_bootstrap ()' || exit 1",
+            out = out.display(),
+            bin = bin.display()
+        ),
+    );
+    s.bootstrap.method = Some("my_method".into());
+    s.bootstrap.custom.insert(
+        "my_method".into(),
+        praetor::postgres::settings::CustomBootstrap {
+            command: boot.display().to_string(),
+            extra: [("label".to_string(), serde_json::json!("nightly"))].into_iter().collect(),
+            ..Default::default()
+        },
+    );
+    s.bootstrap.post_bootstrap = Some(post.display().to_string());
+    s.bootstrap.users.insert(
+        "appuser".into(),
+        praetor::postgres::settings::BootstrapUser {
+            password: Some(praetor::types::Secret("app".into())),
+            options: vec!["createdb".into()],
+        },
+    );
+    let pg = cl.controller(&s);
+    pg.bootstrap(&CancellationToken::new()).await.expect("custom bootstrap");
+
+    let args = std::fs::read_to_string(out.join("bootstrap_args")).unwrap();
+    assert!(
+        args.contains("--scope=pgtest") && args.contains(&format!("--datadir={}", s.data_dir.display())),
+        "{args}"
+    );
+    assert!(args.contains("--label=nightly"), "{args}");
+    assert!(!s.data_dir.join("promote").exists(), "a leftover trigger file must be removed");
+    let url = std::fs::read_to_string(out.join("post_url")).unwrap();
+    assert!(url.starts_with("postgres://postgres@%2F") && url.trim_end().ends_with("/postgres"), "{url}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("post_pgpassfile")).unwrap().trim(),
+        s.pgpass.display().to_string()
+    );
+    let made =
+        query_strings(&pg, "SELECT relname::text FROM pg_class WHERE relname = 'made_by_post_bootstrap'")
+            .await;
+    assert_eq!(made.len(), 1);
+    let app = query_strings(&pg, "SELECT rolcreatedb::text FROM pg_roles WHERE rolname = 'appuser'").await;
+    assert_eq!(app, vec!["true"]);
+    // The superuser got its password from postgresql.authentication: scram over TCP works.
+    let mut tcp = s.clone();
+    tcp.use_unix_socket = false;
+    let via_tcp = cl.controller(&tcp);
+    assert!(via_tcp.observe().await.is_primary());
     pg.stop(StopMode::Fast).await.unwrap();
 }
