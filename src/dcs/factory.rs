@@ -41,6 +41,9 @@ pub async fn connect(section: &DcsSection, params: DcsParams) -> Result<Arc<dyn 
         DcsSection::Consul(config) => Ok(Arc::new(super::consul::ConsulDcs::connect(config, params).await?)),
         #[cfg(not(feature = "consul"))]
         DcsSection::Consul(_) => Err(not_compiled("consul", "consul")),
+        #[cfg(feature = "zookeeper")]
+        DcsSection::ZooKeeper(config) => Ok(Arc::new(super::zookeeper::ZooKeeperDcs::new(params, config)?)),
+        #[cfg(not(feature = "zookeeper"))]
         DcsSection::ZooKeeper(_) => Err(not_compiled("zookeeper", "zookeeper")),
         DcsSection::Plugin(_) => Err(not_compiled("plugin", "plugins")),
     }

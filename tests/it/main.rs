@@ -8,3 +8,5 @@ mod dcs_contract;
 mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member failover
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 mod support;
+#[cfg(feature = "zookeeper")]
+mod zookeeper; // ZooKeeper backend: contract suite, sessions, Patroni 4.1.5 interop

@@ -10,6 +10,8 @@
 pub mod consul;
 pub mod etcd;
 pub mod postgres;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 use std::collections::HashSet;
 use std::fs::File;

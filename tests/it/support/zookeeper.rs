@@ -1,0 +1,277 @@
+//! A real ZooKeeper (3.8, Debian's `zookeeper` package) for tests: one standalone server on a free
+//! 127.0.0.1 port, data in a [`TestDir`], started with `java` directly (so we own its PID), stopped
+//! by PID when dropped (also on panic). Plus a Python venv with Patroni 4.1.5 for interop tests.
+//!
+//! Server settings: `tickTime` 250 ms, session timeouts from 1 s to 60 s (so both the suite's short
+//! ttls and Patroni's default ttl of 30 s are accepted), admin server off, only the `srvr`/`ruok`
+//! four-letter words (readiness is `srvr` answering `Mode: standalone`), heap capped at 128 MB.
+
+use super::{ChildGuard, TestDir, free_port, require_bin};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The JVM.
+pub const JAVA: &str = "/usr/bin/java";
+/// The server jar of Debian's `zookeeper` package (its manifest carries the class path).
+pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+/// An SLF4J binding so the server log goes to our log file (optional).
+const SLF4J_SIMPLE: &str = "/usr/share/java/slf4j-simple.jar";
+/// `digest` credentials of the server's super user (bypasses ACLs).
+pub const SUPER_AUTH: &[u8] = b"super:praetor-test";
+/// Server tick: the granularity of session expiry.
+pub const TICK: Duration = Duration::from_millis(250);
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running standalone ZooKeeper. Dropping it stops the server.
+pub struct ZooKeeperServer {
+    port: u16,
+    cfg: PathBuf,
+    log: PathBuf,
+    process: Option<ChildGuard>,
+    // Declared last: dropped after the process is stopped.
+    dir: TestDir,
+}
+
+impl ZooKeeperServer {
+    /// Start a fresh server; `None` when Java or ZooKeeper is not installed (panics when `CI=true`).
+    pub async fn start() -> Option<ZooKeeperServer> {
+        require_bin(JAVA)?;
+        require_bin(ZOOKEEPER_JAR)?;
+        let dir = TestDir::new("zookeeper");
+        let data = dir.subdir("data");
+        let port = free_port();
+        let cfg = dir.join("zoo.cfg");
+        let body = format!(
+            "tickTime={tick}\n\
+             dataDir={data}\n\
+             clientPort={port}\n\
+             clientPortAddress=127.0.0.1\n\
+             minSessionTimeout=1000\n\
+             maxSessionTimeout=60000\n\
+             maxClientCnxns=0\n\
+             admin.enableServer=false\n\
+             4lw.commands.whitelist=srvr,ruok\n\
+             preAllocSize=1024\n\
+             forceSync=no\n\
+             autopurge.purgeInterval=0\n",
+            tick = TICK.as_millis(),
+            data = data.display(),
+        );
+        std::fs::write(&cfg, body).expect("write zoo.cfg");
+        let log = dir.join("zookeeper.log");
+        let mut server = ZooKeeperServer { port, cfg, log, process: None, dir };
+        server.spawn().await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self) {
+        let mut cp = ZOOKEEPER_JAR.to_string();
+        if Path::new(SLF4J_SIMPLE).is_file() {
+            cp.push(':');
+            cp.push_str(SLF4J_SIMPLE);
+        }
+        let mut cmd = Command::new(JAVA);
+        cmd.args([
+            "-Xmx128m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            // x509 ACLs (Patroni's `set_acls`) are only accepted when the x509 provider is known.
+            "-Dzookeeper.authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+            // `super:praetor-test` bypasses ACLs, to inspect what a test created (see SUPER_AUTH).
+            "-Dzookeeper.DigestAuthenticationProvider.superDigest=super:Qa8yBVRRH1OB3EmbtENhIeUh9cs=",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+            "-cp",
+            &cp,
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+        ])
+        .arg(&self.cfg)
+        .current_dir(self.dir.path());
+        let mut guard = ChildGuard::spawn("zookeeper", &mut cmd, &self.log);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(out) = self.four_letter("srvr") {
+                if out.contains("Mode: standalone") {
+                    break;
+                }
+            }
+            if !guard.is_running() {
+                panic!("zookeeper exited during start\n{}", guard.log_tail(4000));
+            }
+            if Instant::now() > deadline {
+                panic!("zookeeper did not answer `srvr` within {START_TIMEOUT:?}\n{}", guard.log_tail(4000));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.process = Some(guard);
+    }
+
+    /// Send a four-letter word (`srvr`, `ruok`) and return the answer.
+    pub fn four_letter(&self, word: &str) -> Option<String> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(word.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// The client port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, for a `zookeeper.hosts` list.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The `hosts` list of the `zookeeper:` section.
+    pub fn hosts(&self) -> Vec<String> {
+        vec![self.host()]
+    }
+
+    /// The server's directory (config, data, log).
+    pub fn dir(&self) -> &TestDir {
+        &self.dir
+    }
+
+    /// A plain client, as another tool (zkCli) would use.
+    pub async fn client(&self) -> zookeeper_client::Client {
+        zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .connect(&self.host())
+            .await
+            .expect("connect a plain ZooKeeper client to the test server")
+    }
+
+    /// A plain client authenticated as the super user, which bypasses ACLs.
+    pub async fn super_client(&self) -> zookeeper_client::Client {
+        zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .with_auth("digest", SUPER_AUTH)
+            .connect(&self.host())
+            .await
+            .expect("connect a super-user ZooKeeper client to the test server")
+    }
+
+    /// Stop the server (SIGTERM, then SIGKILL). Sessions survive a restart (they live in the data dir).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Start it again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// The end of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.process.as_ref().map(|p| p.log_tail(4000)).unwrap_or_default()
+    }
+}
+
+impl Drop for ZooKeeperServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Write `value` at `path` (creating it and its parents as persistent znodes), as another tool would.
+pub async fn raw_put(client: &zookeeper_client::Client, path: &str, value: &str) {
+    use zookeeper_client as zk;
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.set_data(path, value.as_bytes(), None).await {
+        Ok(_) => {}
+        Err(zk::Error::NoNode) => {
+            if let Some(i) = path.rfind('/').filter(|i| *i > 0) {
+                client.mkdir(&path[..i], &opts).await.expect("raw mkdir");
+            }
+            client.create(path, value.as_bytes(), &opts).await.expect("raw create");
+        }
+        Err(e) => panic!("raw set {path}: {e}"),
+    }
+}
+
+/// Read `path` as another tool would: value, `stat.version`, ephemeral owner (0: persistent).
+pub async fn raw_get(client: &zookeeper_client::Client, path: &str) -> Option<(String, i32, i64)> {
+    match client.get_data(path).await {
+        Ok((data, stat)) => {
+            Some((String::from_utf8_lossy(&data).into_owned(), stat.version, stat.ephemeral_owner))
+        }
+        Err(zookeeper_client::Error::NoNode) => None,
+        Err(e) => panic!("raw get {path}: {e}"),
+    }
+}
+
+/// The Patroni version the interop tests drive.
+pub const PATRONI_VERSION: &str = "4.1.5";
+
+/// A Python venv with `patroni[zookeeper]==4.1.5` (and a psycopg2 driver, which Patroni imports),
+/// built once per target directory under a file lock. `None` (with a SKIP message) when it cannot be
+/// built locally; panics when `CI=true`.
+pub fn patroni_python() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let venv = root.join(format!("patroni-{PATRONI_VERSION}-zookeeper-venv"));
+    let python = venv.join("bin/python");
+    let ready = venv.join(".praetor-ready");
+    match build_venv(&root, &venv, &ready) {
+        Ok(()) => Some(python),
+        Err(e) => {
+            if super::in_ci() {
+                panic!("cannot build the Patroni {PATRONI_VERSION} venv (CI=true: not skipping): {e}");
+            }
+            eprintln!("SKIP: cannot build the Patroni {PATRONI_VERSION} venv: {e}");
+            None
+        }
+    }
+}
+
+fn build_venv(root: &Path, venv: &Path, ready: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
+    let lock_path = root.join("patroni-venv.lock");
+    let lock_file =
+        std::fs::File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}: {e}", lock_path.display()))?;
+    if ready.is_file() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(venv);
+    let python = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .ok_or("python3 is not installed")?;
+    run(Command::new(python).args(["-m", "venv"]).arg(venv))?;
+    let pip = venv.join("bin/pip");
+    run(Command::new(&pip).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("patroni[zookeeper,psycopg2-binary]=={PATRONI_VERSION}"),
+    ]))?;
+    std::fs::write(ready, PATRONI_VERSION).map_err(|e| format!("write {}: {e}", ready.display()))?;
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The interop driver script (`tests/fixtures/zookeeper/patroni_zk.py`).
+pub fn patroni_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zookeeper/patroni_zk.py")
+}
