@@ -16,6 +16,9 @@
 //! Adding a backend: implement `Fixture` next to its server harness and add a `dcs_contract!` line at
 //! the end of this file.
 
+// Test code: the contract functions are not `#[test]`s themselves, so allow what tests allow.
+#![allow(clippy::unwrap_used)]
+
 use async_trait::async_trait;
 use praetor::dcs::memory::MemoryStore;
 use praetor::dcs::model::{Cluster, MemberData, SyncState};
@@ -130,9 +133,9 @@ pub mod contract {
     }
 
     fn member(name: &str) -> MemberData {
-        let mut d = MemberData::parse(&format!(
-            r#"{{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.5","xlog_location":50615840,"tags":{{"nofailover":false}},"timeline":1}}"#
-        ))
+        let mut d = MemberData::parse(
+            r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.5","xlog_location":50615840,"tags":{"nofailover":false},"timeline":1}"#,
+        )
         .expect("valid member JSON");
         d.conn_url = format!("postgres://{name}.example:5432/postgres");
         d
