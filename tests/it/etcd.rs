@@ -379,3 +379,30 @@ mod cluster {
         }
     }
 }
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_connects_and_without_one_is_refused() {
+    init_logging();
+    let Some(server) = crate::support::etcd::EtcdServer::start_tls().await else { return };
+    let tls = server.tls_files().expect("TLS server").clone();
+    let cfg = |cert: bool| praetor::config::dcs::EtcdConfig {
+        hosts: server.tls_hosts(),
+        cacert: Some(tls.ca.clone()),
+        cert: cert.then(|| tls.client_cert.clone()),
+        key: cert.then(|| tls.client_key.clone()),
+        ..Default::default()
+    };
+    assert!(cfg(true).endpoints().iter().all(|e| e.starts_with("https://")), "cacert selects https");
+    let connect = |c: praetor::config::dcs::EtcdConfig| async move {
+        let section = praetor::config::dcs::DcsSection::Etcd3 { config: c, from_v2_section: false };
+        praetor::dcs::factory::connect(&section, params("tls", "a", Duration::from_secs(10))).await
+    };
+    let a = connect(cfg(true)).await.expect("client with certificate");
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    assert_eq!(a.load_cluster().await.unwrap().leader.unwrap().name, "a");
+
+    // etcd runs with --client-cert-auth: no certificate, no service.
+    let anonymous = connect(cfg(false)).await.expect("connects lazily");
+    let r = anonymous.load_cluster().await;
+    assert!(r.is_err(), "a client without certificate was served: {r:?}");
+}

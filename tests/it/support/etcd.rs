@@ -15,6 +15,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 struct Member {
     name: String,
     client_port: u16,
+    /// An extra https client listener (see [`EtcdServer::start_tls`]).
+    tls_port: Option<u16>,
     peer_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
@@ -31,11 +33,87 @@ impl Member {
     }
 }
 
+/// Certificates for a TLS test, made with the `openssl` command line tool.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The test CA.
+    pub ca: PathBuf,
+    /// Server certificate for IP 127.0.0.1, signed by the CA.
+    pub server_cert: PathBuf,
+    /// Its key.
+    pub server_key: PathBuf,
+    /// Client certificate (CN `praetor`), signed by the CA.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A CA, a server and a client certificate in `dir`. `None` (skip) without `/usr/bin/openssl`.
+    pub fn generate(dir: &TestDir) -> Option<TlsFiles> {
+        let openssl = require_bin("/usr/bin/openssl")?;
+        let f = |n: &str| dir.join(n);
+        let run = |args: &[&str]| {
+            let out =
+                Command::new(&openssl).args(args).current_dir(dir.path()).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=praetor-test-ca",
+        ]);
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let ext = f(&format!("{name}.ext"));
+            std::fs::write(&ext, format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"))
+                .expect("write openssl extension file");
+            let cn = format!("/CN={}", if name == "server" { "127.0.0.1" } else { "praetor" });
+            let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &cn]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        Some(TlsFiles {
+            ca: f("ca.crt"),
+            server_cert: f("server.crt"),
+            server_key: f("server.key"),
+            client_cert: f("client.crt"),
+            client_key: f("client.key"),
+        })
+    }
+}
+
 /// A running etcd (one member or a cluster). Dropping it stops every member.
 pub struct EtcdServer {
     bin: PathBuf,
     members: Vec<Member>,
     token: String,
+    tls: Option<TlsFiles>,
     // Declared last: dropped after the processes are stopped.
     dir: TestDir,
 }
@@ -49,12 +127,25 @@ impl EtcdServer {
     /// An etcd cluster of `n` members, all serving with a leader elected. `None` when etcd is not
     /// installed (panics in CI).
     pub async fn start_cluster(n: usize) -> Option<EtcdServer> {
+        EtcdServer::start_inner(n, false).await
+    }
+
+    /// One member that also serves https on [`EtcdServer::tls_hosts`], requiring a client
+    /// certificate signed by the test CA ([`EtcdServer::tls_files`]). Plain http stays open for the
+    /// harness and raw clients. `None` when etcd or openssl is missing (panics in CI).
+    pub async fn start_tls() -> Option<EtcdServer> {
+        EtcdServer::start_inner(1, true).await
+    }
+
+    async fn start_inner(n: usize, with_tls: bool) -> Option<EtcdServer> {
         let bin = require_bin(ETCD_BIN)?;
         let dir = TestDir::new("etcd");
+        let tls = if with_tls { Some(TlsFiles::generate(&dir)?) } else { None };
         let members = (0..n)
             .map(|i| Member {
                 name: format!("etcd{i}"),
                 client_port: free_port(),
+                tls_port: with_tls.then(free_port),
                 peer_port: free_port(),
                 data_dir: dir.join(format!("etcd{i}.data")),
                 log: dir.join(format!("etcd{i}.log")),
@@ -65,7 +156,7 @@ impl EtcdServer {
             "praetor-test-{}",
             dir.path().file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
         );
-        let mut server = EtcdServer { bin, members, token, dir };
+        let mut server = EtcdServer { bin, members, token, tls, dir };
         for i in 0..n {
             server.spawn(i, "new");
         }
@@ -82,15 +173,19 @@ impl EtcdServer {
     fn spawn(&mut self, i: usize, state: &str) {
         let initial_cluster = self.initial_cluster();
         let m = &self.members[i];
+        let mut client_urls = m.client_url();
+        if let Some(p) = m.tls_port {
+            client_urls = format!("{client_urls},https://127.0.0.1:{p}");
+        }
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
             .arg("--listen-client-urls")
-            .arg(m.client_url())
+            .arg(&client_urls)
             .arg("--advertise-client-urls")
-            .arg(m.client_url())
+            .arg(&client_urls)
             .arg("--listen-peer-urls")
             .arg(m.peer_url())
             .arg("--initial-advertise-peer-urls")
@@ -106,6 +201,15 @@ impl EtcdServer {
             // keep the environment of the test runner from configuring etcd
             .env_clear()
             .env("PATH", "/usr/bin:/bin");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
         let guard = ChildGuard::spawn(&m.name, &mut cmd, &m.log);
         self.members[i].process = Some(guard);
     }
@@ -147,6 +251,16 @@ impl EtcdServer {
     /// `host:port` of each member, as Patroni's `etcd3.hosts` lists them.
     pub fn hosts(&self) -> Vec<String> {
         self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect()
+    }
+
+    /// `127.0.0.1:<port>` of each member's https listener (empty unless started with TLS).
+    pub fn tls_hosts(&self) -> Vec<String> {
+        self.members.iter().filter_map(|m| m.tls_port.map(|p| format!("127.0.0.1:{p}"))).collect()
+    }
+
+    /// The certificates of a TLS server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The test directory holding data and logs.
