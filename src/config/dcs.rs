@@ -38,6 +38,7 @@ pub struct EtcdConfig {
     #[serde(deserialize_with = "de::opt_string")]
     pub username: Option<String>,
     /// Password for etcd authentication.
+    #[serde(deserialize_with = "de::opt_secret")]
     pub password: Option<Secret<String>>,
     /// CA certificate file.
     pub cacert: Option<PathBuf>,
@@ -90,6 +91,7 @@ pub struct ConsulConfig {
     #[serde(deserialize_with = "de::opt_string")]
     pub scheme: Option<String>,
     /// ACL token.
+    #[serde(deserialize_with = "de::opt_secret")]
     pub token: Option<Secret<String>>,
     /// Verify the server certificate.
     #[serde(deserialize_with = "de::opt_bool")]
@@ -140,6 +142,7 @@ pub struct ZooKeeperConfig {
     /// Client key file.
     pub key: Option<PathBuf>,
     /// Password of the client key.
+    #[serde(deserialize_with = "de::opt_secret")]
     pub key_password: Option<Secret<String>>,
     /// Verify the server certificate.
     #[serde(deserialize_with = "de::opt_bool")]

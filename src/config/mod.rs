@@ -6,7 +6,7 @@
 //!
 //! Pipeline ([`load`]): read a file, a directory of `*.yml`/`*.yaml` files (merged in name order
 //! like Patroni), or `PATRONI_CONFIGURATION`; patch the `PATRONI_*` variables over it
-//! ([`env`]); deserialize into [`raw::RawConfig`] collecting *every* type error (a failing key is
+//! ([`mod@env`]); deserialize into [`raw::RawConfig`] collecting *every* type error (a failing key is
 //! reported with its path and value, removed, and parsing goes on) and every unknown key; then
 //! [`validate`] builds the immutable [`Config`].
 //!

@@ -296,3 +296,86 @@ fn bootstrap_dcs_timeouts_are_adjusted_with_a_warning() {
     assert_eq!(json["ttl"], serde_json::json!(10));
     assert_eq!(json["loop_wait"], serde_json::json!(d.loop_wait));
 }
+
+#[test]
+fn numeric_passwords_are_read_as_text() {
+    let yaml = MINIMAL
+        .replace(
+            "etcd3:\n  hosts: 127.0.0.1:2379\n",
+            "etcd3:\n  hosts: 127.0.0.1:2379\n  username: root\n  password: 123456\n",
+        )
+        .replace("password: secret", "password: 123456");
+    let l = load_yaml(&yaml).expect("valid");
+    assert_eq!(
+        l.config.postgresql.authentication.superuser.password.as_ref().map(|p| p.expose().as_str()),
+        Some("123456")
+    );
+    match l.config.dcs() {
+        dcs::DcsSection::Etcd3 { config, .. } => {
+            assert_eq!(config.password.as_ref().map(|p| p.expose().as_str()), Some("123456"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn local_settings_win_over_dynamic_except_dynamic_only_ones() {
+    // config.py _build_effective_configuration: local postgresql.* wins, use_slots is global only
+    let l = load_yaml(&with("  use_pg_rewind: false\n  pg_hba:\n  - local all all trust\n  parameters:\n    work_mem: 16MB\n    max_connections: 999\n")).expect("valid");
+    let c = &l.config;
+    let (dynamic, _) = DynamicConfig::from_json(&serde_json::json!({
+        "ttl": 20, "loop_wait": 5, "retry_timeout": 5,
+        "postgresql": {"use_pg_rewind": true, "use_slots": false, "pg_hba": ["host all all 0.0.0.0/0 md5"], "pg_ident": ["m u u"],
+                       "parameters": {"work_mem": "4MB", "max_connections": 300}}
+    }));
+    assert!(!c.effective_use_pg_rewind(&dynamic));
+    assert_eq!(c.effective_pg_hba(&dynamic), Some(&["local all all trust".to_string()][..]));
+    assert_eq!(c.effective_pg_ident(&dynamic), Some(&["m u u".to_string()][..]));
+    let (params, _) = c.effective_parameters(&dynamic);
+    assert_eq!(params["work_mem"], serde_json::json!("16MB"));
+    assert_eq!(params["max_connections"], serde_json::json!(300));
+    assert!(!dynamic.postgresql.use_slots);
+    let p = c.dcs_params_with(&dynamic);
+    assert_eq!((p.ttl.as_secs(), p.loop_wait.as_secs(), p.retry_timeout.as_secs()), (20, 5, 5));
+    assert!(l.warnings.iter().any(|w| w.path == "postgresql.parameters.max_connections"));
+}
+
+#[test]
+fn legacy_layouts_are_converted_with_warnings() {
+    let yaml = r#"
+scope: demo
+restapi:
+  listen: 127.0.0.1:8008
+  connect_address: 10.0.0.1:8008
+  auth: admin:pw
+etcd3: {host: 127.0.0.1:2379}
+postgresql:
+  name: old-name
+  listen: 127.0.0.1:5432
+  connect_address: 10.0.0.1:5432
+  data_dir: /tmp/x
+  superuser: {username: postgres, password: a}
+  replication: {username: repl, password: b}
+  create_replica_methods: [custom]
+  custom:
+    command: /bin/true
+    no_master: 1
+"#;
+    let l = load_strict(yaml).expect("valid");
+    assert_eq!(l.config.name, "old-name");
+    assert_eq!(l.config.postgresql.authentication.replication.username, "repl");
+    assert_eq!(l.config.restapi.authentication.as_ref().map(|a| a.username.as_str()), Some("admin"));
+    for path in [
+        "postgresql.name",
+        "postgresql.superuser",
+        "postgresql.replication",
+        "restapi.auth",
+        "postgresql.custom.no_master",
+    ] {
+        assert_eq!(find(&l.warnings, path).kind, ProblemKind::Deprecated, "{path}");
+    }
+    assert_eq!(
+        l.config.postgresql.replica_methods["custom"].params.get("no_master").map(String::as_str),
+        Some("1")
+    );
+}
