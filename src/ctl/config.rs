@@ -29,12 +29,14 @@ pub struct CtlConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The default configuration files, in the order they are tried: praetor's own, then patronictl's.
-pub fn default_paths(home: Option<&Path>) -> Vec<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// The default configuration files, in the order they are tried: praetor's own, then patronictl's
+/// (`$XDG_CONFIG_HOME`, else `$HOME/.config`, as click's `get_app_dir` on Linux).
+pub fn default_paths(env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+    let base = env
+        .get("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| home.map(|h| h.join(".config")));
+        .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".config")));
     match base {
         Some(b) => vec![b.join("praetor").join("praetorctl.yaml"), b.join("patroni").join("patronictl.yaml")],
         None => Vec::new(),
@@ -49,7 +51,6 @@ pub fn load(
     insecure: bool,
     env: &BTreeMap<String, String>,
 ) -> Result<CtlConfig, ConfigError> {
-    let home = env.get("HOME").map(PathBuf::from);
     let path = match explicit {
         Some(p) => {
             if std::fs::File::open(p).is_err() {
@@ -60,7 +61,7 @@ pub fn load(
             }
             Some(p.to_path_buf())
         }
-        None => default_paths(home.as_deref()).into_iter().find(|p| p.is_file()),
+        None => default_paths(env).into_iter().find(|p| p.is_file()),
     };
     let mut doc = match &path {
         Some(p) => {

@@ -133,9 +133,6 @@ mod tests {
             &[Align::Left, Align::Right],
             &[vec!["pg0".into(), "1".into()]],
         );
-        assert_eq!(
-            t,
-            "+ Cluster: x (+\n| Member | TL |\n+--------+----+\n| pg0    |  1 |\n+--------+----+"
-        );
+        assert_eq!(t, "+ Cluster: x (+\n| Member | TL |\n+--------+----+\n| pg0    |  1 |\n+--------+----+");
     }
 }

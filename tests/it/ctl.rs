@@ -130,6 +130,41 @@ async fn praetorctl_list_against_etcd_prints_what_patronictl_printed() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{case} {args:?}");
     }
 
+    // No -d and no cluster name: patronictl's default config file gives the DCS and `scope`; praetor's
+    // own default file wins over it.
+    let home = etcd.dir().path();
+    let patroni_cfg = home.join(".config/patroni");
+    std::fs::create_dir_all(&patroni_cfg).expect("mkdir");
+    std::fs::write(patroni_cfg.join("patronictl.yaml"), format!("scope: healthy\netcd3:\n  hosts: {host}\n"))
+        .expect("write patronictl.yaml");
+    let plain = |extra_env: Option<(&str, &str)>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"));
+        cmd.arg("list")
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .env_remove("DCS_URL")
+            .env_remove("XDG_CONFIG_HOME");
+        cmd.env("HOME", home);
+        if let Some((k, v)) = extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output()
+    };
+    let out = plain(None).await.expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read_to_string(fixtures().join("healthy/list.out")).expect("golden");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let praetor_cfg = home.join(".config/praetor");
+    std::fs::create_dir_all(&praetor_cfg).expect("mkdir");
+    std::fs::write(praetor_cfg.join("praetorctl.yaml"), format!("scope: paused\netcd3:\n  hosts: {host}\n"))
+        .expect("write praetorctl.yaml");
+    let out = plain(None).await.expect("run");
+    let want = std::fs::read_to_string(fixtures().join("paused/list.out")).expect("golden");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    // PATRONICTL_CONFIG_FILE names the file; a missing one is an error, not a fallback
+    let out = plain(Some(("PATRONICTL_CONFIG_FILE", "/nonexistent/ctl.yaml"))).await.expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not existing or no read rights"));
+
     // patronictl's exit codes: 1 when nothing matches, 2 for a usage error
     let run = |args: Vec<String>| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
