@@ -300,3 +300,292 @@ async fn blocking_queries_on_the_model_wait_for_a_change_and_time_out() {
     assert_eq!(status, 404);
     assert!(after.unwrap() > idx);
 }
+
+/// Patroni 4.1.5's own Consul backend against the Consul API model: two real Patroni nodes with
+/// PostgreSQL 15 bootstrap, exactly one leads, and killing it fails over. If Patroni misbehaves here,
+/// the model is wrong. One run's request/response transcript is kept in
+/// `tests/fixtures/consul/patroni-4.1.5-transcript.jsonl` (rewritten when
+/// `PRAETOR_UPDATE_FIXTURES=1`).
+mod cluster {
+    use super::*;
+    use crate::support::consul::{PATRONI_VERSION, patroni_venv};
+    use crate::support::postgres::{PG_BIN_DIR, PgCluster};
+    use crate::support::{ChildGuard, free_port, wait_for};
+    use consul_api_server::{ConsulApiServer, ServerOptions};
+    use praetor::postgres::RunAs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const SCOPE: &str = "xcheck";
+
+    struct Node {
+        api: u16,
+        data_dir: PathBuf,
+        patroni: ChildGuard,
+    }
+
+    fn write_config(home: &Path, name: &str, consul: &str, api: u16, pg: u16) -> PathBuf {
+        let h = home.display();
+        let yml = format!(
+            r#"scope: {SCOPE}
+namespace: /service/
+name: {name}
+restapi:
+  listen: 127.0.0.1:{api}
+  connect_address: 127.0.0.1:{api}
+consul:
+  url: {consul}
+  register_service: true
+bootstrap:
+  dcs:
+    ttl: 20
+    loop_wait: 2
+    retry_timeout: 3
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: false
+      parameters:
+        max_wal_senders: 5
+        max_replication_slots: 5
+  initdb:
+  - encoding: UTF8
+  - locale: C
+postgresql:
+  listen: 127.0.0.1:{pg}
+  connect_address: 127.0.0.1:{pg}
+  data_dir: {h}/data
+  bin_dir: {PG_BIN_DIR}
+  pgpass: {h}/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: su-secret
+    replication:
+      username: replicator
+      password: rep-secret
+  parameters:
+    unix_socket_directories: {h}
+    shared_buffers: 16MB
+    fsync: 'off'
+  pg_hba:
+  - local all all trust
+  - host all all 127.0.0.1/32 trust
+  - host replication replicator 127.0.0.1/32 trust
+"#
+        );
+        let path = home.join("patroni.yml");
+        std::fs::write(&path, yml).expect("write patroni.yml");
+        path
+    }
+
+    fn start_node(pg: &mut PgCluster, venv_bin: &Path, consul: &str, name: &str) -> Node {
+        let home = pg.dir.subdir(name);
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod node dir");
+        if let Ok(Some(r)) = RunAs::for_agent("postgres") {
+            r.chown(&home).expect("give the node directory to postgres");
+        }
+        let api = free_port();
+        let cfg = write_config(&home, name, consul, api, free_port());
+        let data_dir = home.join("data");
+        pg.guard.watch(&data_dir);
+        // Patroni runs as the postgres user (it starts PostgreSQL itself), spawned directly so that
+        // SIGTERM reaches it (runuser would SIGKILL it 2 s after forwarding the signal).
+        let mut cmd = Command::new(venv_bin.join("patroni"));
+        cmd.arg(&cfg)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", format!("{}:/usr/bin:/bin", venv_bin.display()))
+            .env("LANG", "C.UTF-8");
+        if let Ok(Some(r)) = RunAs::for_agent("postgres") {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(r.uid.as_raw()).gid(r.gid.as_raw());
+        }
+        let patroni =
+            ChildGuard::spawn(&format!("patroni-{name}"), &mut cmd, &pg.dir.join(format!("{name}.log")));
+        Node { api, data_dir, patroni }
+    }
+
+    async fn role(http: &reqwest::Client, api: u16) -> Option<(String, String)> {
+        let r = http.get(format!("http://127.0.0.1:{api}/patroni")).send().await.ok()?;
+        let v: Value = r.json().await.ok()?;
+        Some((v["role"].as_str()?.to_string(), v["state"].as_str()?.to_string()))
+    }
+
+    fn leader_key(server: &ConsulApiServer) -> Option<String> {
+        server
+            .kv_entry(&format!("service/{SCOPE}/leader"))
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+    }
+
+    fn logs(nodes: &[Node]) -> String {
+        nodes.iter().map(|n| n.patroni.log_tail(6000)).collect::<Vec<_>>().join("\n")
+    }
+
+    fn kill_postmaster(data_dir: &Path) {
+        if let Ok(Some(pf)) = praetor::postgres::postmaster::PidFile::read(data_dir)
+            && praetor::postgres::postmaster::is_postmaster_of(pf.pid, data_dir)
+        {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    // ha.py: the member holding the leader key is primary; when its session dies another takes over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patroni_bootstraps_and_fails_over_on_the_consul_model() {
+        let bin = crate::require_pg!();
+        let Some(venv_bin) = patroni_venv() else { return };
+        let mut pg = PgCluster::new("consul-patroni", bin);
+        let transcript = pg.dir.join("transcript.jsonl");
+        let server = ConsulApiServer::start(ServerOptions {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
+            store: consul_api_server::Options::default(),
+            transcript: Some(transcript.clone()),
+        })
+        .await
+        .expect("start the Consul API model");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let note = |text: &str| {
+            let (http, url, text) = (http.clone(), server.url(), text.to_string());
+            async move {
+                let _ = http.post(format!("{url}/_test/transcript/note")).body(text).send().await;
+            }
+        };
+
+        let mut nodes = vec![start_node(&mut pg, &venv_bin, &server.url(), "pg0")];
+        let up = wait_for(Duration::from_secs(90), || async {
+            leader_key(&server).as_deref() == Some("pg0")
+                && role(&http, nodes[0].api).await.is_some_and(|(r, s)| r == "primary" && s == "running")
+        })
+        .await;
+        assert!(up, "pg0 did not bootstrap as primary\n{}", logs(&nodes));
+        nodes.push(start_node(&mut pg, &venv_bin, &server.url(), "pg1"));
+        let both = wait_for(Duration::from_secs(90), || async {
+            role(&http, nodes[1].api).await.is_some_and(|(r, s)| r == "replica" && s == "running")
+        })
+        .await;
+        assert!(both, "pg1 did not join as a replica\n{}", logs(&nodes));
+        assert_eq!(leader_key(&server).as_deref(), Some("pg0"), "exactly one leader");
+        assert_eq!(role(&http, nodes[0].api).await.map(|x| x.0).as_deref(), Some("primary"));
+        // Both members are published under the agent's session, as Patroni writes them.
+        // (Patroni creates a session with the default ttl 30 first and a new one once it has read
+        // ttl 20 from the DCS; the first is left to expire.)
+        let sessions = server.sessions();
+        let members: Vec<consul_api_server::KvEntry> = server
+            .kv_entries()
+            .into_iter()
+            .filter(|e| e.key.starts_with(&format!("service/{SCOPE}/members/")))
+            .collect();
+        assert_eq!(members.len(), 2, "{members:?}");
+        let leader = server.kv_entry(&format!("service/{SCOPE}/leader")).expect("leader key");
+        for (e, owner) in
+            members.iter().map(|m| (m, m.key.rsplit('/').next().unwrap())).chain([(&leader, "pg0")])
+        {
+            let sid = e.session.as_deref().unwrap_or_else(|| panic!("{} is not bound to a session", e.key));
+            let s = sessions.iter().find(|s| s.id == sid).expect("a live session");
+            assert_eq!(s.name, format!("{SCOPE}-{owner}"));
+            assert_eq!(s.ttl, "10.0s", "ttl/2");
+            assert!(s.node_checks.is_empty());
+        }
+        assert_eq!(server.services().len(), 2, "register_service: {:?}", server.services());
+
+        // Crash the leader: Patroni and its postmaster.
+        note("SIGKILL pg0 (patroni and postmaster)").await;
+        let t = std::time::Instant::now();
+        nodes[0].patroni.kill();
+        kill_postmaster(&nodes[0].data_dir);
+        let failover = wait_for(Duration::from_secs(90), || async {
+            leader_key(&server).as_deref() == Some("pg1")
+                && role(&http, nodes[1].api).await.is_some_and(|(r, s)| r == "primary" && s == "running")
+        })
+        .await;
+        assert!(failover, "pg1 did not take over\n{}", logs(&nodes));
+        // The session lives up to 2×(ttl/2) = ttl after the last renewal.
+        assert!(t.elapsed() >= Duration::from_secs(8), "took over too early: {:?}", t.elapsed());
+        note(&format!("pg1 is primary after {:?}", t.elapsed())).await;
+        // A graceful stop releases the leader key (P:dcs/consul.py _delete_leader: DELETE ?cas=).
+        let settled = wait_for(Duration::from_secs(30), || async {
+            let m = server.kv_entry(&format!("service/{SCOPE}/members/pg1"));
+            m.is_some_and(|m| {
+                let v: Value = serde_json::from_slice(&m.value).unwrap_or(Value::Null);
+                v["role"] == "primary"
+                    && v["state"] == "running"
+                    && v.get("checkpoint_after_promote").is_none()
+            })
+        })
+        .await;
+        assert!(settled, "pg1 did not publish itself as a running primary\n{}", logs(&nodes));
+        nodes[1].patroni.stop(Duration::from_secs(30));
+        note("pg1 stopped").await;
+        assert_eq!(leader_key(&server), None, "the leader key is released on shutdown\n{}", logs(&nodes));
+
+        let text = std::fs::read_to_string(&transcript).expect("transcript");
+        check_transcript(&text);
+        if std::env::var_os("PRAETOR_UPDATE_FIXTURES").is_some() {
+            let dest = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/consul/patroni-{PATRONI_VERSION}-transcript.jsonl"));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(&dest, &text).unwrap();
+            eprintln!("wrote {}", dest.display());
+        }
+    }
+
+    /// What a Patroni 4.1.5 transcript on the model must show (also checked on the stored fixture).
+    pub(super) fn check_transcript(text: &str) {
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let reqs: Vec<&Value> = lines.iter().filter(|l| l.get("method").is_some()).collect();
+        assert!(reqs.len() > 20, "a real conversation: {} requests", reqs.len());
+        let find = |pred: &dyn Fn(&Value) -> bool| reqs.iter().copied().find(|r| pred(r));
+        let uri = |r: &Value| r["uri"].as_str().unwrap_or("").to_string();
+        let create = find(&|r| {
+            uri(r).starts_with("/v1/session/create") && r["request"].as_str().unwrap().contains("10.0s")
+        })
+        .expect("session create with ttl/2");
+        let body: Value = serde_json::from_str(create["request"].as_str().unwrap()).expect("JSON body");
+        assert_eq!(body["checks"], json!([]));
+        assert_eq!(body["lockdelay"], json!("0.001s"));
+        assert_eq!(body["behavior"], json!("delete"));
+        assert_eq!(body["ttl"], json!("10.0s"));
+        assert!(body["name"].as_str().unwrap().starts_with(&format!("{SCOPE}-")));
+        assert!(find(&|r| uri(r).starts_with(&format!("/v1/kv/service/{SCOPE}/initialize?cas=0"))).is_some());
+        assert!(
+            find(&|r| uri(r).starts_with(&format!("/v1/kv/service/{SCOPE}/leader?acquire="))
+                && r["response"] == "true")
+            .is_some()
+        );
+        assert!(
+            find(&|r| uri(r).starts_with(&format!("/v1/kv/service/{SCOPE}/members/"))
+                && uri(r).contains("acquire="))
+            .is_some()
+        );
+        assert!(find(&|r| uri(r).starts_with(&format!("/v1/kv/service/{SCOPE}/?recurse"))).is_some());
+        assert!(find(&|r| uri(r).starts_with("/v1/session/renew/") && r["status"] == 200).is_some());
+        assert!(
+            find(&|r| uri(r).contains("/leader?index=") && uri(r).contains("wait=")).is_some(),
+            "blocking watch"
+        );
+        assert!(find(&|r| uri(r).starts_with("/v1/agent/service/register")).is_some());
+        assert!(
+            find(&|r| r["method"] == "DELETE"
+                && uri(r).starts_with(&format!("/v1/kv/service/{SCOPE}/leader?cas="))
+                && r["response"] == "true")
+            .is_some(),
+            "leader released with a CAS delete"
+        );
+        // Nothing Patroni sent was refused as malformed.
+        for r in &reqs {
+            let st = r["status"].as_u64().unwrap_or(0);
+            assert!(st != 400 && st != 405 && st != 413, "refused: {r}");
+        }
+    }
+}
+
+#[test]
+fn the_stored_patroni_transcript_shows_the_documented_conversation() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/consul/patroni-4.1.5-transcript.jsonl");
+    let text =
+        std::fs::read_to_string(&path).expect("the fixture exists (PRAETOR_UPDATE_FIXTURES=1 rewrites it)");
+    cluster::check_transcript(&text);
+}
