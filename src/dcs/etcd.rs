@@ -498,8 +498,13 @@ impl Dcs for EtcdDcs {
             warn!(key = %self.keys.path(&w.key), "ignoring malformed DCS value: {}", w.problem);
         }
         if let Some(l) = &cluster.leader {
-            let mine = self.lease.lock().await.id.map(|id| id.to_string());
-            if l.name == self.name && l.owner.is_some() && l.owner != mine {
+            // Only a hint: skip it rather than wait while a renewal holds the lease.
+            let mine = self.lease.try_lock().ok().map(|g| g.id.map(|id| id.to_string()));
+            if let Some(mine) = mine
+                && l.name == self.name
+                && l.owner.is_some()
+                && l.owner != mine
+            {
                 warn!("I am the leader but not owner of the lease");
             }
         }
