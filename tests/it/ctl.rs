@@ -165,6 +165,28 @@ async fn praetorctl_list_against_etcd_prints_what_patronictl_printed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not existing or no read rights"));
 
+    // `-w SECS` redraws until Ctrl-C, which ends it cleanly; no screen clearing when stdout is a pipe
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+        .args(["-d", &format!("etcd3://{host}"), "list", "-w", "0.2", "healthy"])
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("DCS_URL")
+        .env("HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn praetorctl -w");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("praetorctl -w stops on SIGINT")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let once = std::fs::read_to_string(fixtures().join("healthy/list.out")).expect("golden");
+    assert!(stdout.matches(&once).count() >= 3, "expected several refreshes:\n{stdout}");
+    assert!(!stdout.contains('\x1b'));
+
     // patronictl's exit codes: 1 when nothing matches, 2 for a usage error
     let run = |args: Vec<String>| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
