@@ -207,8 +207,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigErrors> {
 /// Parse a configuration given as YAML text (plus `opts.env` overrides); `opts.path` is ignored.
 pub fn load_str(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     let mut problems = Vec::new();
-    let mut local = match serde_yaml_ng::from_str::<YamlValue>(yaml) {
-        Ok(v) => v,
+    let mut local = match parse_yaml(yaml) {
+        Ok((v, dups)) => {
+            duplicate_warnings("the text", dups, &mut problems);
+            v
+        }
         Err(e) => {
             return Err(ConfigErrors(vec![Problem::error(
                 ProblemKind::Source,
@@ -254,8 +257,11 @@ fn read_local(opts: &LoadOptions, problems: &mut Vec<Problem>) -> Option<YamlVal
             Some(v)
         }
         None => match opts.env.get(env::CONFIGURATION_VAR).filter(|s| !s.trim().is_empty()) {
-            Some(text) => match serde_yaml_ng::from_str::<YamlValue>(text) {
-                Ok(v) => Some(v),
+            Some(text) => match parse_yaml(text) {
+                Ok((v, dups)) => {
+                    duplicate_warnings(env::CONFIGURATION_VAR, dups, problems);
+                    Some(v)
+                }
                 Err(e) => {
                     problems.push(Problem::error(
                         ProblemKind::Source,
@@ -316,9 +322,12 @@ fn read_config_path(path: &Path, problems: &mut Vec<Problem>) -> Option<YamlValu
                 continue;
             }
         };
-        match serde_yaml_ng::from_str::<YamlValue>(&text) {
-            Ok(YamlValue::Null) => {}
-            Ok(v @ YamlValue::Mapping(_)) => patch(&mut merged, v),
+        match parse_yaml(&text) {
+            Ok((YamlValue::Null, _)) => {}
+            Ok((v @ YamlValue::Mapping(_), dups)) => {
+                duplicate_warnings(&file.display().to_string(), dups, problems);
+                patch(&mut merged, v)
+            }
             Ok(_) => {
                 problems.push(Problem::error(
                     ProblemKind::Source,
@@ -338,6 +347,102 @@ fn read_config_path(path: &Path, problems: &mut Vec<Problem>) -> Option<YamlValu
         }
     }
     ok.then_some(merged)
+}
+
+/// Parse YAML text the way PyYAML's `safe_load` tolerates it: a key given twice in a mapping
+/// keeps the last value (serde_yaml rejects such files). Returns the value and the paths of the
+/// duplicated keys.
+pub(crate) fn parse_yaml(text: &str) -> Result<(YamlValue, Vec<String>), serde_yaml_ng::Error> {
+    use serde::de::DeserializeSeed;
+    let dups = std::cell::RefCell::new(Vec::new());
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let v = Loose { path: String::new(), dups: &dups }.deserialize(de)?;
+    Ok((v, dups.into_inner()))
+}
+
+struct Loose<'a> {
+    path: String,
+    dups: &'a std::cell::RefCell<Vec<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Loose<'_> {
+    type Value = YamlValue;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<YamlValue, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Loose<'_> {
+    type Value = YamlValue;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<YamlValue, E> {
+        Ok(YamlValue::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<YamlValue, E> {
+        Ok(YamlValue::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<YamlValue, E> {
+        Ok(YamlValue::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<YamlValue, E> {
+        Ok(YamlValue::Number(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<YamlValue, E> {
+        Ok(YamlValue::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<YamlValue, E> {
+        Ok(YamlValue::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<YamlValue, E> {
+        Ok(YamlValue::Null)
+    }
+    fn visit_none<E>(self) -> Result<YamlValue, E> {
+        Ok(YamlValue::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<YamlValue, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<YamlValue, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) =
+            seq.next_element_seed(Loose { path: format!("{}[{}]", self.path, out.len()), dups: self.dups })?
+        {
+            out.push(v);
+        }
+        Ok(YamlValue::Sequence(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<YamlValue, A::Error> {
+        let mut out = serde_yaml_ng::Mapping::new();
+        while let Some(k) = map.next_key_seed(Loose { path: self.path.clone(), dups: self.dups })? {
+            let name = de::scalar_string(&k).unwrap_or_default();
+            let v = map.next_value_seed(Loose { path: join_path(&self.path, &name), dups: self.dups })?;
+            if out.insert(k, v).is_some() {
+                self.dups.borrow_mut().push(join_path(&self.path, &name));
+            }
+        }
+        Ok(YamlValue::Mapping(out))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<YamlValue, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, variant) = data.variant::<String>()?;
+        let value = variant.newtype_variant_seed(Loose { path: self.path.clone(), dups: self.dups })?;
+        Ok(YamlValue::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+            tag: serde_yaml_ng::value::Tag::new(tag),
+            value,
+        })))
+    }
+}
+
+fn duplicate_warnings(source: &str, dups: Vec<String>, problems: &mut Vec<Problem>) {
+    for d in dups {
+        problems.push(Problem::warning(
+            ProblemKind::Invalid,
+            d,
+            format!("the key is given more than once in {source}; the last value is used (as Patroni does)"),
+        ));
+    }
 }
 
 /// Patroni's `patch_config`: mappings merge recursively, `null` removes a key, anything else

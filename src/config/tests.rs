@@ -379,3 +379,11 @@ postgresql:
         Some("1")
     );
 }
+
+#[test]
+fn duplicate_keys_keep_the_last_value_like_pyyaml() {
+    let l = load_yaml(&format!("{MINIMAL}name: n2\nlog:\n  mode: 0640\n")).expect("valid");
+    assert_eq!(l.config.name, "n2");
+    assert_eq!(find(&l.warnings, "name").kind, ProblemKind::Invalid);
+    assert_eq!(l.config.log.mode, Some(0o640), "a leading zero is octal, as in YAML 1.1");
+}
