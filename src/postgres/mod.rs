@@ -580,6 +580,34 @@ impl Postgres {
         }
     }
 
+    /// Step down: stop with `mode` and start again as a replica of `upstream` (`None`: no upstream
+    /// known yet, recovery from the archive only). Whether a rewind is needed first is the caller's
+    /// decision ([`Self::rewind_needed`]).
+    pub async fn demote(&self, mode: StopMode, upstream: Option<Upstream>) -> Result<StartOutcome> {
+        self.stop(mode).await?;
+        self.start(&ConfRole::Replica { upstream }).await
+    }
+
+    /// Point a running replica at `upstream` (PostgreSQL 13+ reloads `primary_conninfo` and
+    /// `primary_slot_name` on SIGHUP); a stopped server is started as a replica. A running primary
+    /// is not touched: use [`Self::demote`].
+    pub async fn follow(&self, upstream: Option<Upstream>) -> Result<StartOutcome> {
+        let role = ConfRole::Replica { upstream };
+        match self.postmaster_state()? {
+            PostmasterState::Running(p) => {
+                if self.observe().await.is_primary() {
+                    return Err(PgError::Invalid {
+                        field: "role".into(),
+                        msg: "the server is a primary; demote it instead of following".into(),
+                    });
+                }
+                self.reload(&role).await?;
+                Ok(StartOutcome::AlreadyRunning { pid: p.pid })
+            }
+            _ => self.start(&role).await,
+        }
+    }
+
     /// Promote a replica (`pg_ctl promote -w`) and rewrite the configuration as primary.
     #[instrument(skip_all)]
     pub async fn promote(&self) -> Result<()> {

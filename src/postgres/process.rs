@@ -444,7 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn environment_is_explicit_and_stdout_captured() {
-        // SAFETY-free check: a variable of the agent does not leak under the minimal policy.
+        // A variable of the agent (cargo sets CARGO_PKG_NAME for tests) does not leak under the minimal policy.
         let spec = CmdSpec::new("sh", "/bin/sh")
             .args(["-c", "echo \"$PRAETOR_X|$CARGO_PKG_NAME\""])
             .env("PRAETOR_X", "1")

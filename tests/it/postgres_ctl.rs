@@ -261,6 +261,9 @@ async fn replica_streams_through_its_slot_then_promotion_and_rewind_of_the_old_p
     assert_eq!(a.observe().await.facts().unwrap().timeline, Some(2));
     // Following now needs nothing more.
     assert_eq!(a.rewind_needed(&source_of(&b)).await.unwrap(), Some(false));
+    let ConfRole::Replica { upstream } = replica_of(&b, "node_a") else { unreachable!() };
+    assert!(matches!(a.follow(upstream.clone()).await.unwrap(), StartOutcome::AlreadyRunning { .. }));
+    assert!(matches!(b.follow(upstream).await, Err(PgError::Invalid { .. })), "a primary must not follow");
     a.stop(StopMode::Fast).await.unwrap();
     b.stop(StopMode::Fast).await.unwrap();
 }
