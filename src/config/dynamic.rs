@@ -11,6 +11,8 @@ use serde_json::{Map, Value as JsonValue, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Name of Patroni's cache of the dynamic configuration inside PGDATA.
+pub const CACHE_FILE: &str = "patroni.dynamic.json";
 /// Patroni's minimum `ttl`. praetor accepts lower values (down to [`PRAETOR_MIN_TTL`]) with a warning.
 pub const PATRONI_MIN_TTL: u64 = 20;
 /// The lowest `ttl` praetor accepts; lower values are raised to it.
@@ -519,6 +521,45 @@ impl DynamicConfig {
         }
         cfg.raw = raw;
         (cfg, ctx.problems)
+    }
+
+    /// Read Patroni's cache of the dynamic configuration, `<data_dir>/patroni.dynamic.json`
+    /// (it lets a node keep its settings when the DCS was wiped). `None` when the file is absent;
+    /// unreadable or malformed content gives the defaults and a warning, like any `/config` value.
+    pub fn load_cache(data_dir: &std::path::Path) -> Option<(DynamicConfig, Vec<Problem>)> {
+        let path = data_dir.join(CACHE_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(DynamicConfig::from_json_str(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                let (cfg, mut problems) = DynamicConfig::from_json(&JsonValue::Null);
+                problems.push(Problem::warning(
+                    ProblemKind::Source,
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                ));
+                Some((cfg, problems))
+            }
+        }
+    }
+
+    /// Write `<data_dir>/patroni.dynamic.json` atomically (temporary file, then rename), readable
+    /// by the owner only.
+    pub fn save_cache(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = data_dir.join(format!("{CACHE_FILE}.{}", std::process::id()));
+        let result = (|| {
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(self.to_json().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, data_dir.join(CACHE_FILE))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// `ttl` as a duration.
@@ -1299,6 +1340,22 @@ mod tests {
         assert_eq!(out["pause"], json!(true));
         assert_eq!(out["synchronous_mode"], json!("quorum"));
         assert!(!c3.to_json().contains("\": "), "compact");
+    }
+
+    #[test]
+    fn cache_file_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(DynamicConfig::load_cache(dir.path()).is_none());
+        let (c, _) =
+            parse(json!({"ttl": 40, "pause": true, "postgresql": {"parameters": {"work_mem": "8MB"}}}));
+        c.save_cache(dir.path()).expect("save");
+        let (back, problems) = DynamicConfig::load_cache(dir.path()).expect("present");
+        assert!(problems.is_empty());
+        assert_eq!(back, c);
+        std::fs::write(dir.path().join(CACHE_FILE), "garbage").expect("write");
+        let (back, problems) = DynamicConfig::load_cache(dir.path()).expect("present");
+        assert_eq!(back, DynamicConfig::default());
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]
