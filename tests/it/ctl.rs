@@ -209,3 +209,27 @@ async fn praetorctl_list_against_etcd_prints_what_patronictl_printed() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: Unknown dcs scheme: foo\n");
 }
+
+/// The same keys in ZooKeeper (`-d zookeeper://…`) print the same table: rendering does not depend on
+/// the store.
+#[cfg(feature = "zookeeper")]
+#[tokio::test]
+async fn praetorctl_list_against_zookeeper_prints_what_patronictl_printed() {
+    use crate::support::zookeeper::{ZooKeeperServer, raw_put};
+    let Some(zk) = ZooKeeperServer::start().await else { return };
+    let client = zk.client().await;
+    for k in keys(&fixtures().join("extended")) {
+        raw_put(&client, &format!("/service/extended/{}", k.key), &k.value).await;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+        .args(["-d", &format!("zookeeper://{}", zk.host()), "list", "extended"])
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("DCS_URL")
+        .env("HOME", zk.dir().path())
+        .output()
+        .await
+        .expect("run praetorctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read_to_string(fixtures().join("extended/list.out")).expect("golden");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
