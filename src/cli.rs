@@ -134,7 +134,7 @@ fn validate(opts: &LoadOptions, ignore_listen_port: bool, print: bool) -> ExitCo
             print_problems(&env);
             let n = loaded.warnings.len() + env.len();
             err_line(&format!("configuration is valid ({n} warning{})", if n == 1 { "" } else { "s" }));
-            if print && !out(&loaded.local_yaml) {
+            if print && !out(loaded.local_yaml.expose()) {
                 return ExitCode::from(1);
             }
             ExitCode::SUCCESS
@@ -155,6 +155,7 @@ fn validate(opts: &LoadOptions, ignore_listen_port: bool, print: bool) -> ExitCo
 
 /// Run the HA agent with a validated configuration until it is told to stop.
 pub fn run_agent(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("the HA agent is not built yet")
+    // The configuration path again, for SIGHUP reloads.
+    let path = Cli::try_parse().ok().and_then(|c| c.config);
+    crate::agent::run(config, path)
 }

@@ -14,11 +14,15 @@
 //! Module dependency rules (STYLE.md §2): `types` uses nothing; `config` uses `types`; `dcs` uses
 //! `types` and `config`'s DCS sections; nothing in `dcs` touches `postgres`.
 
+pub mod agent;
 pub mod api;
+pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod dcs;
 pub mod ha;
 pub mod postgres;
+pub mod telemetry;
 pub mod types;
+pub mod watchdog;

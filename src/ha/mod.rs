@@ -42,7 +42,9 @@
 
 pub mod action;
 pub mod decide;
+mod exec;
 pub mod failover;
+pub mod runner;
 pub mod snapshot;
 
 #[cfg(test)]
