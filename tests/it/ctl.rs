@@ -233,3 +233,33 @@ async fn praetorctl_list_against_zookeeper_prints_what_patronictl_printed() {
     let want = std::fs::read_to_string(fixtures().join("extended/list.out")).expect("golden");
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
+
+/// And in Consul (`-d consul://…`, here the Consul API model).
+#[cfg(feature = "consul")]
+#[tokio::test]
+async fn praetorctl_list_against_consul_prints_what_patronictl_printed() {
+    let server = crate::support::consul::start_model(crate::support::consul::fast_options()).await;
+    let url = server.url();
+    let http = reqwest::Client::new();
+    for k in keys(&fixtures().join("paused")) {
+        let r = http
+            .put(format!("{url}/v1/kv/service/paused/{}", k.key))
+            .body(k.value)
+            .send()
+            .await
+            .expect("put");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let hostport = url.trim_start_matches("http://").to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+        .args(["-d", &format!("consul://{hostport}"), "list", "paused"])
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("DCS_URL")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .await
+        .expect("run praetorctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read_to_string(fixtures().join("paused/list.out")).expect("golden");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
