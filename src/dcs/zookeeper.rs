@@ -361,7 +361,10 @@ impl ZooKeeperDcs {
             connector = connector.with_auth(scheme, cred);
         }
         let client = match &self.connect.tls {
-            Some(tls) => connector.with_tls(tls.clone()).secure_connect(&self.connect.hosts).await?,
+            Some(tls) => {
+                ensure_crypto_provider();
+                connector.with_tls(tls.clone()).secure_connect(&self.connect.hosts).await?
+            }
             None => connector.connect(&self.connect.hosts).await?,
         };
         if client.session_timeout() != t.ttl {
@@ -578,6 +581,16 @@ impl ZooKeeperDcs {
             }
         }
         Ok(())
+    }
+}
+
+/// zookeeper-client builds its TLS configuration with rustls' process-wide default crypto provider,
+/// which rustls cannot pick by itself when several providers are compiled in (this binary has both
+/// `ring` and `aws-lc-rs`): install `ring` unless something already installed one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only means another thread installed one first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -531,6 +531,69 @@ async fn set_acls_are_applied_to_created_znodes() {
     assert_eq!(acl_of(format!("{base}/members")).await, expected);
 }
 
+// kazoo TLS options (P:dcs/zookeeper.py: use_ssl, verify → verify_certs, cacert → ca, cert, key) and
+// x509 `set_acls` with the client certificate's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_and_x509_acls() {
+    init_logging();
+    let Some(server) = ZooKeeperServer::start_tls().await else { return };
+    let tls = server.tls().expect("tls files");
+    let scope = unique_scope("zk-tls");
+    let acls: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&format!("'{}': [ALL]", zks::TlsFiles::CLIENT_SUBJECT)).unwrap();
+    let section = |verify: Option<bool>, with_cert: bool| ZooKeeperConfig {
+        hosts: vec![tls.host()],
+        use_ssl: Some(true),
+        cacert: Some(tls.ca.clone()),
+        cert: with_cert.then(|| tls.client_cert.clone()),
+        key: with_cert.then(|| tls.client_key.clone()),
+        verify,
+        set_acls: Some(acls.clone()),
+        ..Default::default()
+    };
+    let connect = |cfg: ZooKeeperConfig| {
+        let scope = scope.clone();
+        async move {
+            praetor::dcs::factory::connect(&DcsSection::ZooKeeper(cfg), params(&scope, "a", TTL))
+                .await
+                .expect("client")
+        }
+    };
+
+    // The server certificate names zk.praetor.test, not 127.0.0.1: verification refuses it.
+    let strict = connect(section(None, true)).await;
+    let err = strict.load_cluster().await.expect_err("host name mismatch");
+    assert!(matches!(err, DcsError::Unavailable(_)), "{err}");
+    // Without a client certificate the server (ssl.clientAuth=need) refuses us.
+    let anonymous = connect(section(Some(false), false)).await;
+    assert!(matches!(anonymous.load_cluster().await, Err(DcsError::Unavailable(_))));
+
+    // verify: false skips the host name check (the chain is still checked against cacert).
+    let a = connect(section(Some(false), true)).await;
+    assert!(a.touch_member(&member_json("a", 5432)).await.unwrap());
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    assert!(a.set_config_value(r#"{"ttl":30}"#, None).await.unwrap());
+    let c = a.load_cluster().await.unwrap();
+    assert_eq!(c.leader.map(|l| l.name).as_deref(), Some("a"));
+    assert_eq!(c.config.unwrap().data.get("ttl"), Some(&json!(30)));
+
+    // Everything it created belongs to its certificate's identity only.
+    let admin = server.super_client().await;
+    for path in
+        [format!("/service/{scope}"), format!("/service/{scope}/config"), format!("/service/{scope}/leader")]
+    {
+        let (acl, _) = admin.get_acl(&path).await.expect("get acl");
+        let got: Vec<(&str, &str, zk::Permission)> =
+            acl.iter().map(|a| (a.scheme(), a.id(), a.permission())).collect();
+        assert_eq!(got, [("x509", zks::TlsFiles::CLIENT_SUBJECT, zk::Permission::ALL)], "{path}");
+    }
+    let plain = server.client().await;
+    assert_eq!(
+        plain.get_data(&format!("/service/{scope}/config")).await.expect_err("x509 only"),
+        zk::Error::NoAuth
+    );
+}
+
 // --- Patroni 4.1.5 interop -------------------------------------------------------------------------
 
 const FIXTURE: &str =

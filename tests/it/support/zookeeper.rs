@@ -29,6 +29,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running standalone ZooKeeper. Dropping it stops the server.
 pub struct ZooKeeperServer {
     port: u16,
+    tls: Option<TlsFiles>,
     cfg: PathBuf,
     log: PathBuf,
     process: Option<ChildGuard>,
@@ -39,8 +40,21 @@ pub struct ZooKeeperServer {
 impl ZooKeeperServer {
     /// Start a fresh server; `None` when Java or ZooKeeper is not installed (panics when `CI=true`).
     pub async fn start() -> Option<ZooKeeperServer> {
+        Self::start_with(false).await
+    }
+
+    /// Start a server that also listens with TLS on [`ZooKeeperServer::tls`]'s port and requires a
+    /// client certificate there (certificates made with `openssl`, see [`TlsFiles`]).
+    pub async fn start_tls() -> Option<ZooKeeperServer> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(with_tls: bool) -> Option<ZooKeeperServer> {
         require_bin(JAVA)?;
         require_bin(ZOOKEEPER_JAR)?;
+        if with_tls {
+            require_bin(OPENSSL)?;
+        }
         let dir = TestDir::new("zookeeper");
         let data = dir.subdir("data");
         let port = free_port();
@@ -61,18 +75,38 @@ impl ZooKeeperServer {
             tick = TICK.as_millis(),
             data = data.display(),
         );
+        let tls = with_tls.then(|| TlsFiles::generate(&dir.subdir("tls")));
+        let body = match &tls {
+            None => body,
+            Some(t) => format!(
+                "{body}secureClientPort={secure}\n\
+                 secureClientPortAddress=127.0.0.1\n\
+                 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                 ssl.keyStore.location={keystore}\n\
+                 ssl.keyStore.type=PEM\n\
+                 ssl.trustStore.location={ca}\n\
+                 ssl.trustStore.type=PEM\n\
+                 ssl.clientAuth=need\n",
+                secure = t.port,
+                keystore = t.server_keystore.display(),
+                ca = t.ca.display(),
+            ),
+        };
         std::fs::write(&cfg, body).expect("write zoo.cfg");
         let log = dir.join("zookeeper.log");
-        let mut server = ZooKeeperServer { port, cfg, log, process: None, dir };
+        let mut server = ZooKeeperServer { port, tls, cfg, log, process: None, dir };
         server.spawn().await;
         Some(server)
     }
 
     async fn spawn(&mut self) {
         let mut cp = ZOOKEEPER_JAR.to_string();
-        if Path::new(SLF4J_SIMPLE).is_file() {
-            cp.push(':');
-            cp.push_str(SLF4J_SIMPLE);
+        // The jar's manifest lacks netty-codec/-resolver, which the Netty (TLS) connection factory needs.
+        for jar in [SLF4J_SIMPLE, "/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar"] {
+            if Path::new(jar).is_file() {
+                cp.push(':');
+                cp.push_str(jar);
+            }
         }
         let mut cmd = Command::new(JAVA);
         cmd.args([
@@ -119,6 +153,11 @@ impl ZooKeeperServer {
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         Some(out)
+    }
+
+    /// The TLS listener and its certificates (servers from [`ZooKeeperServer::start_tls`]).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The client port on 127.0.0.1.
@@ -182,6 +221,92 @@ impl ZooKeeperServer {
 impl Drop for ZooKeeperServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `openssl`, to make the test certificates.
+pub const OPENSSL: &str = "/usr/bin/openssl";
+
+/// Certificates for a TLS test server: a CA, a server certificate valid only for the DNS name
+/// [`TlsFiles::SERVER_NAME`] (not for 127.0.0.1, so host name verification can be seen failing),
+/// and a client certificate with subject `CN=praetor-client` (its x509 identity in ZooKeeper).
+pub struct TlsFiles {
+    /// The TLS client port on 127.0.0.1.
+    pub port: u16,
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Client certificate (PEM).
+    pub client_cert: PathBuf,
+    /// Client key (unencrypted PKCS#8 PEM).
+    pub client_key: PathBuf,
+    server_keystore: PathBuf,
+}
+
+impl TlsFiles {
+    /// The only name the server certificate is valid for.
+    pub const SERVER_NAME: &'static str = "zk.praetor.test";
+    /// The client certificate's subject, ZooKeeper's x509 id of the client.
+    pub const CLIENT_SUBJECT: &'static str = "CN=praetor-client";
+
+    fn generate(dir: &Path) -> TlsFiles {
+        let openssl = |args: &[&str]| {
+            let out = Command::new(OPENSSL).args(args).current_dir(dir).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=praetor test CA"]);
+        openssl(&a);
+        for (name, subject, ext) in [
+            (
+                "server",
+                "/CN=zookeeper",
+                format!("subjectAltName=DNS:{}\nextendedKeyUsage=serverAuth\n", Self::SERVER_NAME),
+            ),
+            ("client", "/CN=praetor-client", "extendedKeyUsage=clientAuth\n".to_string()),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write extensions");
+            let mut a = vec!["req"];
+            a.extend(ec);
+            let (key, csr, pem, extf) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+            openssl(&a);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ]);
+        }
+        let keystore = dir.join("server-keystore.pem");
+        let key = std::fs::read_to_string(dir.join("server.key")).expect("server key");
+        let cert = std::fs::read_to_string(dir.join("server.pem")).expect("server cert");
+        std::fs::write(&keystore, format!("{key}{cert}")).expect("write keystore");
+        TlsFiles {
+            port: free_port(),
+            ca: dir.join("ca.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            server_keystore: keystore,
+        }
+    }
+
+    /// `127.0.0.1:<tls port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
