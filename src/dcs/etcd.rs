@@ -18,7 +18,9 @@
 //!   prefix. Versions are `mod_revision`s; a key's owner is its lease id in decimal.
 //! - **Bounded calls**: every verb gives up after `retry_timeout` with [`DcsError::Unavailable`],
 //!   retrying transient failures (unreachable member, leader election, timeouts) and so failing over
-//!   between the configured endpoints; one attempt waits at most `retry_timeout / endpoints` (≥ 1 s).
+//!   between endpoints; one attempt waits at most `retry_timeout / endpoints` (≥ 1 s). Besides the
+//!   configured endpoints it uses the client URLs of the other etcd members, read from the member
+//!   list every 5 minutes (Patroni's machines cache), unless `use_proxies` or `proxy` is set.
 //! - **Watch**: see [`Dcs::watch`] on [`EtcdDcs`]: it wakes on changes made after the last
 //!   `load_cluster`, never misses one, and costs one short-lived etcd watch stream per call.
 
@@ -32,7 +34,7 @@ use etcd_client::{
 };
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -47,12 +49,23 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// (`--grpc-keepalive-min-time`), so this stays above it.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the etcd member list is read to learn endpoints that are not configured (Patroni's
+/// machines cache, `etcd.py cache_ttl`), and how soon to retry when reading it failed.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(300);
+const DISCOVERY_RETRY: Duration = Duration::from_secs(30);
+
 /// The etcd v3 store of one agent. Create it with [`EtcdDcs::connect`].
 pub struct EtcdDcs {
     client: Client,
     keys: ClusterKeys,
     name: String,
     endpoints: Vec<String>,
+    /// `use_proxies`: talk to the configured endpoints only, never to discovered members.
+    use_proxies: bool,
+    /// Client URLs learned from the member list, and when to read it next.
+    discovery: tokio::sync::Mutex<(Vec<String>, Option<Instant>)>,
+    /// Configured plus discovered endpoints: one attempt waits `retry_timeout` / this.
+    endpoint_count: AtomicUsize,
     timing: Mutex<Timing>,
     /// Held across the network calls that renew it, so concurrent verbs share one renewal.
     lease: tokio::sync::Mutex<LeaseState>,
@@ -251,11 +264,15 @@ impl EtcdDcs {
             Err(_) => return Err(DcsError::Unavailable(format!("connect to etcd {endpoints:?}: timed out"))),
         };
         info!(endpoints = ?endpoints, scope = %params.scope, "using etcd v3");
+        let endpoint_count = endpoints.len();
         Ok(EtcdDcs {
             client,
             keys: params.keys(),
             name: params.name,
             endpoints,
+            use_proxies: cfg.use_proxies.unwrap_or(false) || cfg.proxy.is_some(),
+            discovery: tokio::sync::Mutex::new((Vec::new(), None)),
+            endpoint_count: AtomicUsize::new(endpoint_count),
             timing: Mutex::new(timing),
             lease: tokio::sync::Mutex::new(LeaseState::default()),
             seen: Mutex::new(Seen::default()),
@@ -266,6 +283,54 @@ impl EtcdDcs {
     /// The lease this agent currently holds, if any (for tests and diagnostics).
     pub async fn lease_id(&self) -> Option<i64> {
         self.lease.lock().await.id
+    }
+
+    /// The etcd client URLs in use: configured, then discovered.
+    pub async fn endpoints(&self) -> Vec<String> {
+        let d = self.discovery.lock().await;
+        self.endpoints.iter().chain(d.0.iter()).cloned().collect()
+    }
+
+    /// Add the client URLs of etcd members that are not configured, so that losing the configured
+    /// ones is survived (Patroni's machines cache). Best effort, at most every
+    /// [`DISCOVERY_INTERVAL`], one attempt; skipped with `use_proxies` or `proxy`.
+    async fn discover_members(&self) {
+        if self.use_proxies {
+            return;
+        }
+        let Ok(mut d) = self.discovery.try_lock() else { return };
+        let now = Instant::now();
+        if d.1.is_some_and(|next| now < next) {
+            return;
+        }
+        d.1 = Some(now + DISCOVERY_RETRY);
+        let attempt =
+            attempt_timeout(self.timing().retry_timeout, self.endpoint_count.load(Ordering::Relaxed));
+        let mut c = self.client.clone();
+        let list = match tokio::time::timeout(attempt, c.member_list()).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return debug!("cannot list etcd members: {e}"),
+            Err(_) => return debug!("cannot list etcd members: no answer within {attempt:?}"),
+        };
+        d.1 = Some(now + DISCOVERY_INTERVAL);
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        for url in list.members().iter().flat_map(|m| m.client_urls()) {
+            let url = url.trim_end_matches('/').to_string();
+            if url.starts_with("https://") != https
+                || self.endpoints.iter().any(|e| e.trim_end_matches('/') == url)
+                || d.0.contains(&url)
+            {
+                continue;
+            }
+            match self.client.add_endpoint(&url).await {
+                Ok(()) => {
+                    info!(endpoint = %url, "using etcd member discovered from the member list");
+                    d.0.push(url);
+                    self.endpoint_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => debug!(endpoint = %url, "cannot use discovered etcd member: {e}"),
+            }
+        }
     }
 
     fn timing(&self) -> Timing {
@@ -284,7 +349,7 @@ impl EtcdDcs {
     {
         let retry_timeout = self.timing().retry_timeout;
         let deadline = Instant::now() + retry_timeout;
-        let per_attempt = attempt_timeout(retry_timeout, self.endpoints.len());
+        let per_attempt = attempt_timeout(retry_timeout, self.endpoint_count.load(Ordering::Relaxed));
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let now = Instant::now();
@@ -468,6 +533,7 @@ impl Dcs for EtcdDcs {
     }
 
     async fn load_cluster(&self) -> Result<Cluster, DcsError> {
+        self.discover_members().await;
         let resp = self.range_prefix().await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         let mut seen = Seen { rev: rev.max(1), ..Seen::default() };
@@ -764,7 +830,8 @@ impl Dcs for EtcdDcs {
         let mut state = start.clone();
         let mut next_rev = start.rev + 1;
         let prefix = self.keys.prefix().to_string();
-        let per_attempt = attempt_timeout(self.timing().retry_timeout, self.endpoints.len());
+        let per_attempt =
+            attempt_timeout(self.timing().retry_timeout, self.endpoint_count.load(Ordering::Relaxed));
 
         while Instant::now() < deadline {
             let opts = WatchOptions::new().with_prefix().with_start_revision(next_rev);

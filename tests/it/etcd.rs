@@ -378,6 +378,50 @@ mod cluster {
             server.restart_member(victim).await;
         }
     }
+
+    #[tokio::test]
+    async fn members_missing_from_the_config_are_discovered_and_used_when_the_configured_one_dies() {
+        init_logging();
+        let Some(mut server) = EtcdServer::start_cluster(3).await else { return };
+        // etcd.py: the machines cache is filled from the member list, not only from `hosts`.
+        let config =
+            praetor::config::dcs::EtcdConfig { host: Some(server.hosts()[0].clone()), ..Default::default() };
+        let section = praetor::config::dcs::DcsSection::Etcd3 { config, from_v2_section: false };
+        let mut params = params("discover", "a", Duration::from_secs(10));
+        params.retry_timeout = Duration::from_secs(4);
+        let a = praetor::dcs::factory::connect(&section, params).await.unwrap();
+        assert!(a.attempt_to_acquire_leader().await.unwrap());
+        a.load_cluster().await.unwrap(); // reads the member list
+        server.kill_member(0);
+        for cycle in 0..5 {
+            let cl = a
+                .load_cluster()
+                .await
+                .unwrap_or_else(|e| panic!("configured member down, cycle {cycle}: {e}"));
+            assert!(a.update_leader(cl.leader.as_ref()).await.unwrap(), "cycle {cycle}");
+        }
+    }
+
+    #[tokio::test]
+    async fn with_use_proxies_only_the_configured_endpoint_is_used() {
+        init_logging();
+        let Some(mut server) = EtcdServer::start_cluster(3).await else { return };
+        let config = praetor::config::dcs::EtcdConfig {
+            host: Some(server.hosts()[0].clone()),
+            use_proxies: Some(true),
+            ..Default::default()
+        };
+        let section = praetor::config::dcs::DcsSection::Etcd3 { config, from_v2_section: false };
+        let mut params = params("proxies", "a", Duration::from_secs(10));
+        params.retry_timeout = Duration::from_secs(2);
+        let a = praetor::dcs::factory::connect(&section, params).await.unwrap();
+        a.load_cluster().await.unwrap();
+        server.kill_member(0);
+        assert!(
+            matches!(a.load_cluster().await, Err(DcsError::Unavailable(_))),
+            "must not use other members"
+        );
+    }
 }
 
 #[tokio::test]
