@@ -442,6 +442,7 @@ postgresql:
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
             store: consul_api_server::Options::default(),
             transcript: Some(transcript.clone()),
+            tls: None,
         })
         .await
         .expect("start the Consul API model");
@@ -588,4 +589,151 @@ fn the_stored_patroni_transcript_shows_the_documented_conversation() {
     let text =
         std::fs::read_to_string(&path).expect("the fixture exists (PRAETOR_UPDATE_FIXTURES=1 rewrites it)");
     cluster::check_transcript(&text);
+}
+
+// P:dcs/consul.py _do_refresh_session + py-consul session.create: praetor sends the body Patroni sends.
+#[tokio::test]
+async fn the_session_create_body_equals_patronis_recorded_one() {
+    let dir = crate::support::TestDir::new("consul-body");
+    let transcript = dir.join("t.jsonl");
+    let server = consul_api_server::ConsulApiServer::start(consul_api_server::ServerOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port())),
+        store: Options::default(),
+        transcript: Some(transcript.clone()),
+        tls: None,
+    })
+    .await
+    .unwrap();
+    let _c = connect(&section(&server.url()), params("xcheck", "pg0", Duration::from_secs(20))).await;
+    let body_of = |text: &str| -> Value {
+        let line = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["uri"] == "/v1/session/create" && l["request"].as_str().unwrap_or("").contains("10.0s")
+            })
+            .expect("a session create with ttl 10.0s");
+        serde_json::from_str(line["request"].as_str().unwrap()).unwrap()
+    };
+    let ours = body_of(&std::fs::read_to_string(&transcript).unwrap());
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/consul/patroni-4.1.5-transcript.jsonl");
+    let patroni = body_of(&std::fs::read_to_string(fixture).unwrap());
+    assert_eq!(ours, patroni);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&ours), keys(&patroni), "same field order");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path) -> Option<()> {
+    let openssl = crate::support::require_bin("/usr/bin/openssl")?;
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new(&openssl).args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=praetor-test-ca",
+    ]);
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+        ]);
+    }
+    Some(())
+}
+
+// P:dcs/consul.py: scheme https with cacert, cert+key, verify (CERT_NONE only when verify is off and no cacert).
+#[tokio::test]
+async fn tls_with_cacert_client_certificate_and_verify_settings() {
+    crate::support::init_logging();
+    let dir = crate::support::TestDir::new("consul-tls");
+    if make_certs(dir.path()).is_none() {
+        return;
+    }
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let start = |client_ca: Option<Vec<u8>>| {
+        let tls = consul_api_server::TlsOptions {
+            cert_pem: read("server.pem"),
+            key_pem: read("server.key"),
+            client_ca_pem: client_ca,
+        };
+        consul_api_server::ConsulApiServer::start(consul_api_server::ServerOptions {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port())),
+            store: fast_options(),
+            transcript: None,
+            tls: Some(tls),
+        })
+    };
+    let server = start(None).await.unwrap();
+    let host = server.addr().to_string();
+    let mut p = params(&unique_scope("tls"), "pg0", Duration::from_secs(30));
+    p.retry_timeout = Duration::from_secs(1);
+    let https = ConsulConfig { host: Some(host.clone()), scheme: Some("https".into()), ..Default::default() };
+
+    let with_ca = ConsulConfig { cacert: Some(dir.join("ca.pem")), ..https.clone() };
+    let c = connect(&DcsSection::Consul(with_ca.clone()), p.clone()).await;
+    assert!(c.touch_member(MEMBER).await.unwrap(), "verified against the CA");
+    assert!(c.load_cluster().await.unwrap().member("pg0").is_some());
+
+    let c = connect(&DcsSection::Consul(https.clone()), p.clone()).await;
+    assert!(
+        matches!(c.load_cluster().await, Err(DcsError::Unavailable(_))),
+        "unknown CA is refused by default"
+    );
+
+    let no_verify = ConsulConfig { verify: Some(false), ..https.clone() };
+    let c = connect(&DcsSection::Consul(no_verify), p.clone()).await;
+    assert!(c.load_cluster().await.is_ok(), "verify: false accepts the unknown CA");
+
+    // verify_incoming: the client certificate is required.
+    let mtls = start(Some(read("ca.pem"))).await.unwrap();
+    let with_ca = ConsulConfig { host: Some(mtls.addr().to_string()), ..with_ca };
+    let c = connect(&DcsSection::Consul(with_ca.clone()), p.clone()).await;
+    assert!(matches!(c.load_cluster().await, Err(DcsError::Unavailable(_))), "no client certificate");
+    let with_cert =
+        ConsulConfig { cert: Some(dir.join("client.pem")), key: Some(dir.join("client.key")), ..with_ca };
+    let c = connect(&DcsSection::Consul(with_cert), p).await;
+    assert!(c.touch_member(MEMBER).await.unwrap(), "client certificate accepted");
 }

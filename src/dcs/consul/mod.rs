@@ -156,10 +156,8 @@ impl ConsulDcs {
             (None, Some(_)) => return Err(DcsError::Config("consul.key is set without consul.cert".into())),
             (None, None) => None,
         };
-        let mut base = base_url(cfg)?;
-        if (cacert.is_some() || identity.is_some()) && cfg.url.is_none() && cfg.scheme.is_none() {
-            base = base.replacen("http://", "https://", 1);
-        }
+        // As in Patroni, TLS files do not imply https: `scheme` (or `url`) says so.
+        let base = base_url(cfg)?;
         let consistency = match cfg.consistency.as_deref() {
             None => Consistency::Default,
             Some(s) => Consistency::parse(s).ok_or_else(|| {

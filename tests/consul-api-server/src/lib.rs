@@ -7,7 +7,7 @@
 //! cluster leader. Every request and response can be logged to a JSON-lines transcript.
 //!
 //! It is checked against a client nobody here wrote: Patroni 4.1.5's Consul backend (see praetor's
-//! `tests/it/cluster/consul_patroni.rs`). Where Patroni and this model disagree, the model is wrong.
+//! `tests/it/consul.rs`, module `cluster`). Where Patroni and this model disagree, the model is wrong.
 
 pub mod duration;
 mod http;
@@ -32,6 +32,77 @@ pub struct ServerOptions {
     pub store: Options,
     /// Append every request/response as one JSON line to this file.
     pub transcript: Option<PathBuf>,
+    /// Serve HTTPS instead of HTTP (Consul's `https` port with `verify_incoming` when a client CA is
+    /// given: developer.hashicorp.com/consul/docs/security/encryption/mtls).
+    pub tls: Option<TlsOptions>,
+}
+
+/// PEM material for HTTPS.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// Server certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Server private key.
+    pub key_pem: Vec<u8>,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+fn tls_config(t: &TlsOptions) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| std::io::Error::other(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_slice_iter(&t.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("server certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(&t.key_pem).map_err(|e| bad("server key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?;
+    let builder = match &t.client_ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca) {
+                roots.add(c.map_err(|e| bad("client CA", &e))?).map_err(|e| bad("client CA", &e))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| bad("client verifier", &e))?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(certs, key).map_err(|e| bad("server certificate", &e))
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cfg: rustls::ServerConfig,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(tls) => {
+                            let svc = hyper_util::service::TowerToHyperService::new(app);
+                            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                .await;
+                        }
+                        Err(e) => tracing::info!("TLS handshake failed: {e}"),
+                    }
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
 }
 
 impl Default for ServerOptions {
@@ -40,6 +111,7 @@ impl Default for ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: Options::default(),
             transcript: None,
+            tls: None,
         }
     }
 }
@@ -73,6 +145,7 @@ impl Shared {
 /// A running server. Stops when dropped.
 pub struct ConsulApiServer {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -102,6 +175,8 @@ impl ConsulApiServer {
             transcript,
             started: Instant::now(),
         });
+        let tls = opts.tls.as_ref().map(tls_config).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
         let expiry = shared.clone();
@@ -118,17 +193,22 @@ impl ConsulApiServer {
                     }
                 }
             });
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-            ticker.abort();
-            if let Err(e) = served {
-                tracing::error!("consul-api-server stopped: {e}");
+            match tls {
+                Some(cfg) => serve_tls(listener, app, cfg, rx).await,
+                None => {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!("consul-api-server stopped: {e}");
+                    }
+                }
             }
+            ticker.abort();
         });
-        Ok(ConsulApiServer { addr, shared, shutdown: Some(tx), task: Some(task) })
+        Ok(ConsulApiServer { addr, scheme, shared, shutdown: Some(tx), task: Some(task) })
     }
 
     /// The listening address.
@@ -136,9 +216,9 @@ impl ConsulApiServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http(s)://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Invalidate a session now, as if its TTL had run out. `false` when unknown.

@@ -2,7 +2,7 @@
 //! compose files.
 
 use clap::Parser;
-use consul_api_server::{ConsulApiServer, Options, ServerOptions, duration};
+use consul_api_server::{ConsulApiServer, Options, ServerOptions, TlsOptions, duration};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -28,6 +28,15 @@ struct Args {
     /// Node name of the agent.
     #[arg(long, default_value = "consul-api-server")]
     node_name: String,
+    /// Serve HTTPS with this PEM certificate (chain) ...
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ... and this PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Enforce ACLs with this single token.
     #[arg(long, env = "CONSUL_API_SERVER_TOKEN")]
     acl_token: Option<String>,
@@ -45,9 +54,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !(1.0..=2.0).contains(&a.ttl_multiplier) {
         return Err("--ttl-multiplier must be between 1 and 2".into());
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(TlsOptions {
+            cert_pem: std::fs::read(c).map_err(|e| format!("--tls-cert {}: {e}", c.display()))?,
+            key_pem: std::fs::read(k).map_err(|e| format!("--tls-key {}: {e}", k.display()))?,
+            client_ca_pem: match &a.tls_client_ca {
+                Some(p) => {
+                    Some(std::fs::read(p).map_err(|e| format!("--tls-client-ca {}: {e}", p.display()))?)
+                }
+                None => None,
+            },
+        }),
+        _ => None,
+    };
     let server = ConsulApiServer::start(ServerOptions {
         listen: a.listen,
         transcript: a.transcript,
+        tls,
         store: Options {
             session_ttl_min: ttl_min,
             ttl_multiplier: a.ttl_multiplier,

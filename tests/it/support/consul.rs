@@ -24,6 +24,7 @@ pub async fn start_model(opts: Options) -> ConsulApiServer {
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         store: opts,
         transcript: None,
+        tls: None,
     })
     .await
     .expect("start the Consul API model")
