@@ -190,7 +190,8 @@ pub struct Loaded {
     /// Warnings (never errors).
     pub warnings: Vec<Problem>,
     /// The local configuration (files + environment) as YAML, as Patroni's `--print` shows it.
-    pub local_yaml: String,
+    /// Contains the passwords of the file: wrapped so that `Debug` does not print them.
+    pub local_yaml: crate::types::Secret<String>,
 }
 
 /// Load, parse and validate the configuration. Every problem is collected; if any is an error
@@ -227,7 +228,7 @@ pub fn load_str(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigErrors> 
 }
 
 fn finish(local: YamlValue, opts: &LoadOptions, mut problems: Vec<Problem>) -> Result<Loaded, ConfigErrors> {
-    let local_yaml = serde_yaml_ng::to_string(&local).unwrap_or_default();
+    let local_yaml = crate::types::Secret(serde_yaml_ng::to_string(&local).unwrap_or_default());
     let config = validate::build(local, opts, &mut problems);
     if opts.strict {
         for p in &mut problems {

@@ -220,6 +220,8 @@ pub struct ConnAuth {
     pub username: String,
     /// Password.
     pub password: Option<Secret<String>>,
+    /// `sslpassword` (kept apart from `options` so it never appears in logs).
+    pub sslpassword: Option<Secret<String>>,
     /// Other libpq parameters (sslmode, sslcert, …).
     pub options: BTreeMap<String, String>,
 }
@@ -546,10 +548,7 @@ fn conn_auth(v: &mut V<'_>, raw: Option<&RawConnAuth>, path: &str, required: boo
             options.insert(k.to_string(), val.clone());
         }
     }
-    if let Some(p) = &raw.sslpassword {
-        options.insert("sslpassword".into(), p.expose().clone());
-    }
-    Some(ConnAuth { username, password: raw.password.clone(), options })
+    Some(ConnAuth { username, password: raw.password.clone(), sslpassword: raw.sslpassword.clone(), options })
 }
 
 fn user_pass(
@@ -1025,7 +1024,8 @@ pub(crate) fn build(local: YamlValue, opts: &LoadOptions, problems: &mut Vec<Pro
     let replication =
         conn_auth(&mut v, auth.replication.as_ref(), "postgresql.authentication.replication", true);
     let rewind = conn_auth(&mut v, auth.rewind.as_ref(), "postgresql.authentication.rewind", false);
-    let empty = || ConnAuth { username: String::new(), password: None, options: BTreeMap::new() };
+    let empty =
+        || ConnAuth { username: String::new(), password: None, sslpassword: None, options: BTreeMap::new() };
     if rp.use_slots.is_some() {
         v.warn(ProblemKind::Misplaced, "postgresql.use_slots", "ignored locally: replication slots are enabled or disabled for the whole cluster in bootstrap.dcs.postgresql.use_slots");
     }
