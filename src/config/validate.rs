@@ -226,6 +226,17 @@ pub struct ConnAuth {
     pub options: BTreeMap<String, String>,
 }
 
+impl ConnAuth {
+    /// All libpq parameters except user and password: [`ConnAuth::options`] plus `sslpassword`.
+    pub fn libpq_params(&self) -> BTreeMap<String, String> {
+        let mut out = self.options.clone();
+        if let Some(p) = &self.sslpassword {
+            out.insert("sslpassword".into(), p.expose().clone());
+        }
+        out
+    }
+}
+
 /// `postgresql.authentication`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Authentication {
