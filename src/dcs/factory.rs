@@ -10,11 +10,37 @@ use super::{Dcs, DcsError, DcsParams};
 use crate::config::dcs::DcsSection;
 use std::sync::Arc;
 
-/// The error for a DCS kind whose Cargo feature is off.
+/// The error for a DCS kind whose Cargo feature is off and for which no plugin library was found.
 pub fn not_compiled(kind: &str, feature: &str) -> DcsError {
-    DcsError::Config(format!(
-        "DCS `{kind}` is not compiled in; rebuild with `--features {feature}` or put a plugin in dcs-plugins/"
-    ))
+    let plugin = format!("libdcs_{feature}.so");
+    DcsError::Config(if cfg!(feature = "plugins") {
+        format!(
+            "DCS `{kind}` is not compiled in; rebuild with `--features {feature}` or put {plugin} in dcs-plugins/"
+        )
+    } else {
+        format!(
+            "DCS `{kind}` is not compiled in; rebuild with `--features {feature}`, or with `--features plugins` \
+             and put {plugin} in dcs-plugins/"
+        )
+    })
+}
+
+/// A backend that is not compiled in: load `dcs-plugins/libdcs_<feature>.so` (next to the binary,
+/// then in the working directory) if there is one, else the [`not_compiled`] error.
+#[cfg_attr(all(feature = "etcd", feature = "consul", feature = "zookeeper"), allow(dead_code))]
+async fn plugin_or_not_compiled(
+    kind: &str,
+    feature: &str,
+    params: DcsParams,
+) -> Result<Arc<dyn Dcs>, DcsError> {
+    #[cfg(feature = "plugins")]
+    if let Some(path) = super::plugin::find_plugin(feature) {
+        tracing::info!(plugin = %path.display(), "DCS `{kind}` is not compiled in; using the plugin found for it");
+        let config = crate::config::dcs::PluginConfig { path: Some(path), config: None };
+        return Ok(Arc::new(super::plugin::PluginDcs::from_config(&config, params).await?));
+    }
+    let _ = params;
+    Err(not_compiled(kind, feature))
 }
 
 /// Connect to the store `section` describes, as member `params.name` of `params.scope`.
@@ -36,16 +62,23 @@ pub async fn connect(section: &DcsSection, params: DcsParams) -> Result<Arc<dyn 
             Ok(Arc::new(super::etcd::EtcdDcs::connect(config, params).await?))
         }
         #[cfg(not(feature = "etcd"))]
-        DcsSection::Etcd3 { .. } => Err(not_compiled("etcd3", "etcd")),
+        DcsSection::Etcd3 { .. } => plugin_or_not_compiled("etcd3", "etcd", params).await,
         #[cfg(feature = "consul")]
         DcsSection::Consul(config) => Ok(Arc::new(super::consul::ConsulDcs::connect(config, params).await?)),
         #[cfg(not(feature = "consul"))]
-        DcsSection::Consul(_) => Err(not_compiled("consul", "consul")),
+        DcsSection::Consul(_) => plugin_or_not_compiled("consul", "consul", params).await,
         #[cfg(feature = "zookeeper")]
         DcsSection::ZooKeeper(config) => Ok(Arc::new(super::zookeeper::ZooKeeperDcs::new(params, config)?)),
         #[cfg(not(feature = "zookeeper"))]
-        DcsSection::ZooKeeper(_) => Err(not_compiled("zookeeper", "zookeeper")),
-        DcsSection::Plugin(_) => Err(not_compiled("plugin", "plugins")),
+        DcsSection::ZooKeeper(_) => plugin_or_not_compiled("zookeeper", "zookeeper", params).await,
+        #[cfg(feature = "plugins")]
+        DcsSection::Plugin(config) => {
+            Ok(Arc::new(super::plugin::PluginDcs::from_config(config, params).await?))
+        }
+        #[cfg(not(feature = "plugins"))]
+        DcsSection::Plugin(_) => Err(DcsError::Config(
+            "the `plugin` DCS needs plugin support; rebuild with `--features plugins`".into(),
+        )),
     }
 }
 
@@ -68,11 +101,19 @@ mod tests {
     }
 
     #[test]
+    fn the_not_compiled_error_names_both_fixes_whatever_the_features() {
+        let msg = not_compiled("zookeeper", "zookeeper").to_string();
+        assert!(msg.contains("rebuild with `--features zookeeper`"), "{msg}");
+        assert!(msg.contains("libdcs_zookeeper.so in dcs-plugins/"), "{msg}");
+    }
+
+    #[cfg(feature = "plugins")]
+    #[test]
     fn the_not_compiled_error_names_both_fixes() {
         assert_eq!(
             not_compiled("consul", "consul").to_string(),
             "invalid DCS configuration: DCS `consul` is not compiled in; rebuild with `--features consul` or put \
-             a plugin in dcs-plugins/"
+             libdcs_consul.so in dcs-plugins/"
         );
     }
 

@@ -230,6 +230,23 @@ fn load(path: &Path) -> Result<Arc<Loaded>, PluginError> {
     Ok(loaded)
 }
 
+/// Where praetor looks for a plugin serving a DCS whose Cargo `feature` is not compiled in, in order:
+/// `dcs-plugins/libdcs_<feature>.so` next to the running binary, then under the working directory.
+pub fn plugin_search_paths(feature: &str) -> Vec<PathBuf> {
+    let file = Path::new("dcs-plugins").join(format!("libdcs_{feature}.so"));
+    let mut out = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        out.push(dir.join(&file));
+    }
+    out.push(file);
+    out
+}
+
+/// The first existing file of [`plugin_search_paths`].
+pub fn find_plugin(feature: &str) -> Option<PathBuf> {
+    plugin_search_paths(feature).into_iter().find(|p| p.is_file())
+}
+
 /// Check that `path` is a loadable plugin of our ABI version, without opening a client.
 pub fn probe(path: &Path) -> Result<(), PluginError> {
     load(path).map(|_| ())
