@@ -533,8 +533,9 @@ impl Dcs for EtcdDcs {
     }
 
     async fn load_cluster(&self) -> Result<Cluster, DcsError> {
-        self.discover_members().await;
         let resp = self.range_prefix().await?;
+        // After a successful read only, so an unreachable etcd costs retry_timeout and no more.
+        self.discover_members().await;
         let rev = resp.header().map_or(0, |h| h.revision());
         let mut seen = Seen { rev: rev.max(1), ..Seen::default() };
         let mut entries = Vec::with_capacity(resp.kvs().len());
