@@ -546,16 +546,18 @@ impl ZooKeeperDcs {
         .await
     }
 
-    /// Arm `exists` watches on `leader` and `config`; returns them with the leader's version.
-    async fn arm(&self, c: &zk::Client) -> Result<Armed, zk::Error> {
-        let leader_path = self.keys.path("leader");
-        let config_path = self.keys.path("config");
+    /// Arm `exists` watches on `leader` and `config`; resolves to them with the leader's version. The
+    /// requests are sent when this is called (not when the future is first polled), so requests made
+    /// after it are answered after it.
+    fn arm<'a>(&self, c: &'a zk::Client) -> impl Future<Output = Result<Armed, zk::Error>> + Send + 'a {
         let state = c.state_watcher();
-        let (l, k) =
-            futures::join!(c.check_and_watch_stat(&leader_path), c.check_and_watch_stat(&config_path));
-        let (leader_stat, leader) = l?;
-        let (_, config) = k?;
-        Ok(Armed { leader, config, state, leader_version: leader_stat.as_ref().map(to_version) })
+        let leader = c.check_and_watch_stat(&self.keys.path("leader"));
+        let config = c.check_and_watch_stat(&self.keys.path("config"));
+        async move {
+            let (leader_stat, leader) = leader.await?;
+            let (_, config) = config.await?;
+            Ok(Armed { leader, config, state, leader_version: leader_stat.as_ref().map(to_version) })
+        }
     }
 
     /// Delete `path` and everything below it. Missing nodes are fine.
@@ -630,7 +632,8 @@ impl Dcs for ZooKeeperDcs {
                         Ok(()) | Err(zk::Error::NoNode) => {}
                         Err(e) => return Err(e),
                     }
-                    // Requests are sent in call order and answered in order (FIFO per session).
+                    // Requests are sent in call order and answered in order (FIFO per session): the
+                    // watches first, so a change after them (even if our reads miss it) fires them.
                     let armed = self.arm(&c);
                     let paths: Vec<String> = FIXED_KEYS.iter().map(|k| self.keys.path(k)).collect();
                     let fixed = join_all(paths.iter().map(|p| c.get_data(p)));
