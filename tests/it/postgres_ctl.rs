@@ -141,6 +141,14 @@ async fn lifecycle_initdb_start_observe_stop_in_each_mode_and_find_running_postm
     let names = query_strings(&pg, "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1").await;
     assert_eq!(names, vec!["archiver", "beta", "external_tool"]);
 
+    // A smart stop waits for clients; pg_ctl_timeout bounds the wait and the server keeps running.
+    let client = pg.connect().await.unwrap();
+    let t = Instant::now();
+    let r = pg.stop_with_timeout(StopMode::Smart, Duration::from_secs(1)).await;
+    assert!(matches!(r, Err(PgError::StopTimeout { .. })), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    drop(client);
+
     // Stop in each mode, start again each time.
     for mode in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
         let t = Instant::now();
@@ -169,6 +177,23 @@ async fn lifecycle_initdb_start_observe_stop_in_each_mode_and_find_running_postm
     })
     .await;
     assert!(ok, "work_mem was not reloaded");
+    // A postmaster-context change is reported as pending a restart.
+    let mut s3 = pg.settings().clone();
+    s3.parameters.insert("shared_buffers".into(), serde_json::json!("24MB"));
+    pg.set_settings(s3);
+    pg.reload(&ConfRole::Primary).await.expect("reload");
+    let ok = wait_for(Duration::from_secs(10), || async {
+        pg.observe().await.facts().is_some_and(|f| f.pending_restart == vec!["shared_buffers".to_string()])
+    })
+    .await;
+    assert!(ok, "shared_buffers not pending restart: {:?}", pg.observe().await);
+
+    // The bin dir layout of the installed version is found.
+    assert_eq!(
+        praetor::postgres::bin_dir::detect(Some(15)),
+        Some(std::path::PathBuf::from(crate::support::postgres::PG_BIN_DIR))
+    );
+    assert!(praetor::postgres::bin_dir::detect(None).is_some());
 
     // A killed postmaster is reported as crashed, and the next start recovers.
     let pid = match pg.observe().await.process {
