@@ -318,6 +318,35 @@ async fn an_unreachable_etcd_fails_with_unavailable_within_retry_timeout() {
 }
 
 #[tokio::test]
+async fn a_hung_etcd_fails_with_unavailable_within_retry_timeout_and_recovers() {
+    init_logging();
+    let Some(fx) = EtcdFixture::new().await else { return };
+    let mut params = p(&fx, "a", 10);
+    params.retry_timeout = Duration::from_secs(2);
+    let a = fx.client_with(params).await;
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    let l = a.load_cluster().await.unwrap().leader;
+    fx.server.freeze_member(0);
+    for what in ["load_cluster", "update_leader", "set_config_value"] {
+        let t = Instant::now();
+        let r = match what {
+            "load_cluster" => a.load_cluster().await.map(|_| true),
+            "update_leader" => a.update_leader(l.as_ref()).await,
+            _ => a.set_config_value("{}", None).await,
+        };
+        let took = t.elapsed();
+        assert!(matches!(r, Err(DcsError::Unavailable(_))), "{what}: {r:?}");
+        assert!(took < Duration::from_millis(2600), "{what} hung for {took:?}");
+    }
+    let t = Instant::now();
+    assert!(!a.watch(None, Duration::from_secs(1)).await.unwrap(), "watch on a hung etcd times out");
+    assert!(t.elapsed() < Duration::from_millis(2600));
+    fx.server.thaw_member(0);
+    let cl = a.load_cluster().await.expect("served again");
+    assert!(a.update_leader(cl.leader.as_ref()).await.unwrap(), "the lease outlived the short hang");
+}
+
+#[tokio::test]
 async fn username_and_password_authenticate_and_a_wrong_password_is_refused() {
     init_logging();
     let Some(fx) = EtcdFixture::new().await else { return };

@@ -275,6 +275,21 @@ impl EtcdServer {
         }
     }
 
+    /// Freeze member `i` (SIGSTOP): connections stay open, nothing answers. Undo with
+    /// [`EtcdServer::thaw_member`]; dropping the server stops it either way.
+    pub fn freeze_member(&self, i: usize) {
+        if let Some(p) = &self.members[i].process {
+            p.pause();
+        }
+    }
+
+    /// Let a frozen member run again (SIGCONT).
+    pub fn thaw_member(&self, i: usize) {
+        if let Some(p) = &self.members[i].process {
+            p.resume();
+        }
+    }
+
     /// Start member `i` again on its old ports and data, and wait until it serves.
     pub async fn restart_member(&mut self, i: usize) {
         assert!(self.members[i].process.is_none(), "member {i} is still running");

@@ -190,6 +190,16 @@ impl ChildGuard {
         }
     }
 
+    /// SIGSTOP: the process keeps its sockets open but answers nothing (a hung server).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`ChildGuard::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
     /// SIGKILL now and reap (a crash, as a test scenario).
     pub fn kill(&mut self) {
         // Only while the leader is unreaped: after that its PID (and group id) may be reused.
@@ -208,6 +218,7 @@ impl ChildGuard {
         }
         if self.is_running() {
             self.signal(nix::sys::signal::Signal::SIGTERM);
+            self.signal(nix::sys::signal::Signal::SIGCONT); // in case the test paused it
         }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
