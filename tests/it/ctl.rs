@@ -263,3 +263,178 @@ async fn praetorctl_list_against_consul_prints_what_patronictl_printed() {
     let want = std::fs::read_to_string(fixtures().join("paused/list.out")).expect("golden");
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
+
+/// praetorctl pointed at a cluster run by real Patroni 4.1.5 prints exactly what patronictl prints.
+mod cluster {
+    use super::*;
+    use crate::support::postgres::PgCluster;
+    use crate::support::zookeeper::{PATRONI_VERSION, ZooKeeperServer};
+    use crate::support::{ChildGuard, free_port, in_ci};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// A venv of the system Python (readable by the `postgres` user, unlike a pyenv under /root)
+    /// with Patroni 4.1.5 for ZooKeeper and a psycopg2 driver. Built once per target dir.
+    fn system_patroni_venv() -> Option<PathBuf> {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let venv = root.join(format!("patroni-{PATRONI_VERSION}-system-venv"));
+        let ready = venv.join(".praetor-ready");
+        let build = || -> Result<(), String> {
+            std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+            let lock =
+                std::fs::File::create(root.join("patroni-system-venv.lock")).map_err(|e| e.to_string())?;
+            let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| format!("lock: {e}"))?;
+            if ready.is_file() {
+                return Ok(());
+            }
+            let _ = std::fs::remove_dir_all(&venv);
+            let run = |cmd: &mut Command| -> Result<(), String> {
+                let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
+                }
+            };
+            run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
+            run(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("patroni[zookeeper]=={PATRONI_VERSION}"),
+                "psycopg2-binary",
+            ]))?;
+            std::fs::write(&ready, PATRONI_VERSION).map_err(|e| e.to_string())
+        };
+        match build() {
+            Ok(()) => Some(venv),
+            Err(e) if in_ci() => panic!("cannot build the Patroni venv (CI=true): {e}"),
+            Err(e) => {
+                eprintln!("SKIP: cannot build the Patroni venv: {e}");
+                None
+            }
+        }
+    }
+
+    fn patroni_yaml(name: &str, home: &Path, pg_port: u16, api_port: u16, zk: &str) -> String {
+        format!(
+            "scope: ctlreal\nname: {name}\n\
+             restapi:\n  listen: 127.0.0.1:{api_port}\n  connect_address: 127.0.0.1:{api_port}\n\
+             zookeeper:\n  hosts: ['{zk}']\n\
+             bootstrap:\n  dcs:\n    ttl: 30\n    loop_wait: 1\n    retry_timeout: 10\n    \
+             postgresql:\n      parameters:\n        max_connections: 20\n  \
+             initdb: [{{encoding: UTF8}}, {{locale: C}}]\n\
+             tags:\n  zone: a\n\
+             postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n  \
+             data_dir: {home}/data\n  bin_dir: /usr/lib/postgresql/15/bin\n  pgpass: {home}/pgpass\n  \
+             authentication:\n    superuser: {{username: postgres, password: su}}\n    \
+             replication: {{username: replicator, password: rep}}\n  \
+             parameters:\n    unix_socket_directories: {home}\n    shared_buffers: 16MB\n    fsync: 'off'\n  \
+             pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 trust\n  \
+             - host replication replicator 127.0.0.1/32 trust\n",
+            home = home.display()
+        )
+    }
+
+    fn output(cmd: &mut Command) -> (bool, String, String) {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn praetorctl_shows_a_real_patroni_cluster_like_patronictl() {
+        let bin = crate::require_pg!();
+        let Some(zk) = ZooKeeperServer::start().await else { return };
+        let Some(venv) = system_patroni_venv() else { return };
+        let mut pg = PgCluster::new("ctl-patroni", bin);
+        let dcs = format!("zookeeper://{}", zk.host());
+        let mut agents = Vec::new();
+        for name in ["pg0", "pg1"] {
+            let s = pg.node(name);
+            let home = s.data_dir.parent().expect("node dir").to_path_buf();
+            let cfg = home.join("patroni.yml");
+            let yaml = patroni_yaml(name, &home, free_port(), free_port(), &zk.host());
+            std::fs::write(&cfg, yaml).expect("write patroni.yml");
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(venv.join("bin/patroni")).arg(&cfg);
+            agents.push(ChildGuard::spawn(
+                &format!("patroni-{name}"),
+                &mut cmd,
+                &pg.dir.join(format!("{name}.log")),
+            ));
+            if name == "pg0" {
+                tokio::time::sleep(Duration::from_secs(3)).await; // let pg0 win the bootstrap race
+            }
+        }
+        let patronictl = |args: &[&str]| {
+            let mut c = Command::new(venv.join("bin/patronictl"));
+            c.args(["-d", &dcs]).args(args).env("HOME", pg.dir.path()).env_remove("PATRONICTL_CONFIG_FILE");
+            output(&mut c)
+        };
+        let praetorctl = |args: &[&str]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_praetorctl"));
+            c.args(["-d", &dcs]).args(args).env("HOME", pg.dir.path()).env_remove("PATRONICTL_CONFIG_FILE");
+            output(&mut c)
+        };
+
+        // Wait until pg0 leads and pg1 streams.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, tsv, _) = patronictl(&["list", "-f", "tsv", "ctlreal"]);
+            if tsv.contains("\tpg0\t")
+                && tsv.contains("Leader\trunning")
+                && tsv.contains("Replica\tstreaming")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not come up:\n{tsv}\n{}\n{}",
+                agents[0].log_tail(3000),
+                agents[1].log_tail(3000)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+
+        let (_, list, _) = praetorctl(&["list", "ctlreal"]);
+        assert!(list.contains("| pg0 ") && list.contains("| Leader ") && list.contains("| pg1 "), "{list}");
+        assert!(list.contains("| streaming |"), "{list}");
+
+        for args in [
+            &["list", "ctlreal"][..],
+            &["list", "-e", "ctlreal"],
+            &["list", "-f", "json", "ctlreal"],
+            &["list", "-e", "-f", "yaml", "ctlreal"],
+            &["topology", "ctlreal"],
+            &["history", "ctlreal"],
+            &["show-config", "ctlreal"],
+            &["dsn", "-r", "replica", "ctlreal"],
+        ] {
+            // The members' keys are refreshed every loop_wait; compare a few times so a refresh
+            // between the two reads cannot make the test flaky.
+            let mut last = String::new();
+            let mut same = false;
+            for _ in 0..10 {
+                let (ok_p, want, err_p) = patronictl(args);
+                let (ok_r, got, err_r) = praetorctl(args);
+                assert!(ok_p, "patronictl {args:?}: {err_p}");
+                assert!(ok_r, "praetorctl {args:?}: {err_r}");
+                if want == got {
+                    same = true;
+                    break;
+                }
+                last = format!("--- patronictl\n{want}--- praetorctl\n{got}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            assert!(same, "{args:?} differs:\n{last}");
+        }
+        for a in &mut agents {
+            a.stop(Duration::from_secs(30));
+        }
+    }
+}
