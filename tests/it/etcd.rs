@@ -479,3 +479,113 @@ async fn tls_with_a_client_certificate_connects_and_without_one_is_refused() {
     let r = anonymous.load_cluster().await;
     assert!(r.is_err(), "a client without certificate was served: {r:?}");
 }
+
+/// Real Patroni 4.1.5 (its `Etcd3` DCS class, driven from Python) and praetor on one etcd: each
+/// reads the other's keys and respects the other's leader lock.
+mod patroni_interop {
+    use super::*;
+    use crate::support::etcd::patroni_etcd3_python;
+
+    /// One Patroni agent's view and actions, printed as JSON. Each run is a new agent (new lease).
+    const SCRIPT: &str = r#"
+import json, sys
+from patroni.dcs import get_dcs
+scope, name, host, action = sys.argv[1:5]
+dcs = get_dcs({'scope': scope, 'name': name, 'namespace': '/service', 'ttl': 5, 'loop_wait': 1,
+               'retry_timeout': 2, 'etcd3': {'hosts': [host]}})
+c = dcs.get_cluster()
+out = {'leader': c.leader and c.leader.name, 'leader_session': c.leader and str(c.leader.session),
+       'members': {m.name: m.data for m in c.members}, 'config': c.config and c.config.data,
+       'initialize': c.initialize, 'optime': c.status.last_lsn, 'lease': str(dcs._lease),
+       'sync_standby': c.sync.sync_standby, 'failover': c.failover and c.failover.candidate}
+if action == 'acquire':
+    out['acquired'] = bool(dcs.attempt_to_acquire_leader())
+    out['touched'] = bool(dcs.touch_member({'conn_url': 'postgres://127.0.0.1:5433/postgres',
+        'api_url': 'http://127.0.0.1:8009/patroni', 'state': 'running', 'role': 'replica', 'version': '4.1.5'}))
+print(json.dumps(out))
+"#;
+
+    fn patroni(python: &std::path::Path, dir: &crate::support::TestDir, args: &[&str]) -> serde_json::Value {
+        let script = dir.join("patroni_dcs.py");
+        std::fs::write(&script, SCRIPT).expect("write the Patroni script");
+        let out = std::process::Command::new(python).arg(&script).args(args).output().expect("run Patroni");
+        assert!(out.status.success(), "Patroni {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("Patroni printed JSON")
+    }
+
+    #[tokio::test]
+    async fn patroni_and_praetor_read_each_others_keys_and_respect_each_others_lock() {
+        init_logging();
+        let Some(fx) = EtcdFixture::new().await else { return };
+        let Some(python) = patroni_etcd3_python() else { return };
+        let host = fx.server.hosts()[0].clone();
+        let scope = fx.scope();
+        let dir = crate::support::TestDir::new("patroni-etcd3");
+
+        // praetor bootstraps and leads.
+        let a = fx.client_with(p(&fx, "a", 5)).await;
+        assert!(a.initialize(true, SYSID).await.unwrap());
+        assert!(a.set_config_value(CONFIG, None).await.unwrap());
+        assert!(a.touch_member(MEMBER_PG1).await.unwrap());
+        assert!(a.attempt_to_acquire_leader().await.unwrap());
+        assert!(a.write_status(STATUS).await.unwrap());
+        assert!(
+            a.set_sync_state_value(&SyncState::to_json("a", &["py".into()], 0), None)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(a.set_failover_value(r#"{"leader":"a","member":"py"}"#, None).await.unwrap());
+        let a_lease = raw_cluster(&fx).await["leader"].1;
+
+        // Patroni sees all of it and cannot take the lock.
+        let v = patroni(&python, &dir, &[&scope, "py", &host, "acquire"]);
+        assert_eq!(v["leader"], "a");
+        assert_eq!(
+            v["leader_session"],
+            a_lease.to_string(),
+            "Patroni sees praetor's lease as the lock owner"
+        );
+        assert_eq!(v["initialize"], SYSID);
+        assert_eq!(v["config"], serde_json::from_str::<serde_json::Value>(CONFIG).unwrap());
+        assert_eq!(v["members"]["a"], serde_json::from_str::<serde_json::Value>(MEMBER_PG1).unwrap());
+        assert_eq!(v["optime"], 50615840);
+        assert_eq!(v["sync_standby"], "py");
+        assert_eq!(v["failover"], "py");
+        assert_eq!(v["acquired"], false, "Patroni must not take praetor's lock");
+        assert_eq!(v["touched"], true);
+
+        // praetor sees Patroni's member key on Patroni's lease.
+        let cl = a.load_cluster().await.unwrap();
+        let py = cl.member("py").expect("Patroni's member key");
+        assert_eq!(py.data.api_url, "http://127.0.0.1:8009/patroni");
+        assert_eq!(py.owner.as_deref(), v["lease"].as_str());
+
+        // praetor releases; Patroni takes the lock; praetor then cannot.
+        assert!(a.delete_leader(cl.leader.as_ref()).await.unwrap());
+        let v = patroni(&python, &dir, &[&scope, "py2", &host, "acquire"]);
+        assert_eq!(v["leader"], serde_json::Value::Null);
+        assert_eq!(v["acquired"], true);
+        let b = fx.client_with(p(&fx, "b", 5)).await;
+        assert!(!b.attempt_to_acquire_leader().await.unwrap());
+        let cl = b.load_cluster().await.unwrap();
+        let l = cl.leader.clone().expect("Patroni's leader key");
+        assert_eq!(l.name, "py2");
+        assert_eq!(l.owner.as_deref(), v["lease"].as_str());
+        assert!(!b.update_leader(Some(&l)).await.unwrap(), "praetor must not take over Patroni's key");
+        assert!(!b.delete_leader(Some(&l)).await.unwrap());
+
+        // That Patroni agent is gone (no keep-alive): its lease expires and praetor can lead.
+        let t = Instant::now();
+        loop {
+            if b.attempt_to_acquire_leader().await.unwrap() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(8), "Patroni's lock did not expire");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let v = patroni(&python, &dir, &[&scope, "py3", &host, "read"]);
+        assert_eq!(v["leader"], "b");
+    }
+}
