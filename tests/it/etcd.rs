@@ -254,6 +254,24 @@ async fn watch_wakes_on_a_config_change_by_another_member_but_not_on_my_own() {
 }
 
 #[tokio::test]
+async fn watch_wakes_a_replica_when_the_leader_publishes_its_status() {
+    init_logging();
+    let Some(fx) = EtcdFixture::new().await else { return };
+    let a = fx.client_with(p(&fx, "a", 10)).await;
+    let b = fx.client_with(p(&fx, "b", 10)).await;
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    assert!(a.write_status(r#"{"optime":1}"#).await.unwrap());
+    b.load_cluster().await.unwrap();
+    a.load_cluster().await.unwrap();
+    assert!(a.write_status(r#"{"optime":2}"#).await.unwrap());
+    // etcd3.py KVCache: a status change wakes replicas, not the leader that wrote it.
+    let t = Instant::now();
+    assert!(b.watch(None, Duration::from_secs(5)).await.unwrap());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!a.watch(None, Duration::from_millis(1000)).await.unwrap(), "the leader woke on its own status");
+}
+
+#[tokio::test]
 async fn watch_sees_a_leader_change_made_before_it_was_called() {
     init_logging();
     let Some(fx) = EtcdFixture::new().await else { return };
