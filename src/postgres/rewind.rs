@@ -129,7 +129,8 @@ pub fn parse_waldump_checkpoint_end(stderr_lines: &[String], lsn: Lsn) -> Option
 pub enum RewindOutcome {
     /// pg_rewind succeeded; start as a replica of the source.
     Rewound,
-    /// The new primary has not checkpointed since promotion; try again later.
+    /// The source is not ready: still in recovery, or no checkpoint since its promotion (so its
+    /// pg_control does not show the new timeline yet). Nothing was changed; try again later.
     WaitingForCheckpoint(String),
     /// Rewind failed or was impossible and the settings allowed removing the data directory
     /// (it is now empty: reinitialize).
@@ -326,6 +327,17 @@ impl Postgres {
         let c = observe::connect(&conn, Duration::from_secs(3))
             .await
             .map_err(|msg| PgError::Sql { op: "connect to primary", msg })?;
+        // Rewind only from a real primary (rewind.py: check_leader_is_not_in_recovery).
+        let in_recovery: bool = c
+            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(PgError::sql("check that the source is a primary"))?;
+        if in_recovery {
+            return Ok(RewindOutcome::WaitingForCheckpoint(
+                "the source is still in recovery and can't be used for rewind".into(),
+            ));
+        }
         if creds == s.superuser {
             c.batch_execute("CHECKPOINT").await.map_err(PgError::sql("checkpoint on primary"))?;
         } else {
