@@ -264,13 +264,13 @@ impl Failover {
         if let Ok(f) = serde_json::from_str::<Failover>(t) {
             return (f.leader.is_some() || f.member.is_some()).then_some(f);
         }
-        if !t.starts_with('{') {
-            if let Some((l, m)) = t.split_once(':') {
-                let l = (!l.is_empty()).then(|| l.to_string());
-                let m = (!m.is_empty()).then(|| m.to_string());
-                if l.is_some() || m.is_some() {
-                    return Some(Failover { leader: l, member: m, ..Default::default() });
-                }
+        if !t.starts_with('{')
+            && let Some((l, m)) = t.split_once(':')
+        {
+            let l = (!l.is_empty()).then(|| l.to_string());
+            let m = (!m.is_empty()).then(|| m.to_string());
+            if l.is_some() || m.is_some() {
+                return Some(Failover { leader: l, member: m, ..Default::default() });
             }
         }
         None
@@ -446,10 +446,8 @@ impl Cluster {
                     Some(s) => c.status = s,
                     None => warn(key, "not a JSON object or integer".into()),
                 },
-                "optime/leader" => {
-                    if c.status.optime.is_none() {
-                        c.status.optime = e.value.trim().parse().ok();
-                    }
+                "optime/leader" if c.status.optime.is_none() => {
+                    c.status.optime = e.value.trim().parse().ok();
                 }
                 "failover" => {
                     c.failover = Failover::parse(&e.value).map(|mut f| {
