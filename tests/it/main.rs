@@ -1,4 +1,7 @@
 //! praetor's integration tests: one binary, a module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+#[cfg(feature = "etcd")]
+mod cluster_ha; // the HA loop end to end: 3 agents, real etcd and PostgreSQL 15 (serial: cluster::)
 mod config; // the praetor binary: --validate-config on real and broken configs, env, directories
 #[cfg(feature = "consul")]
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
