@@ -68,7 +68,10 @@ async fn leader_and_member_keys_have_patronis_layout_and_carry_the_session() {
 async fn the_session_is_created_as_patroni_creates_it() {
     let server = start_model(Options::default()).await;
     let scope = unique_scope("sess");
-    let _c = connect(&section(&server.url()), params(&scope, "pg1", Duration::from_secs(30))).await;
+    let c = connect(&section(&server.url()), params(&scope, "pg1", Duration::from_secs(30))).await;
+    c.load_cluster().await.unwrap();
+    assert!(server.sessions().is_empty(), "reading needs no session (praetorctl, like patronictl)");
+    assert!(c.touch_member(MEMBER).await.unwrap());
     let (_, _, list) = get_json(&format!("{}/v1/session/list", server.url())).await;
     let s = &list[0];
     assert_eq!(s["Name"], json!(format!("{scope}-pg1")));
@@ -83,8 +86,9 @@ async fn checks_from_the_config_are_bound_to_the_session() {
     let server = start_model(Options::default()).await;
     let cfg =
         ConsulConfig { url: Some(server.url()), checks: vec!["serfHealth".into()], ..Default::default() };
-    let _c =
+    let c =
         connect(&DcsSection::Consul(cfg), params(&unique_scope("chk"), "pg0", Duration::from_secs(30))).await;
+    assert!(c.touch_member(MEMBER).await.unwrap());
     assert_eq!(server.sessions()[0].node_checks, ["serfHealth"]);
 }
 
@@ -604,7 +608,8 @@ async fn the_session_create_body_equals_patronis_recorded_one() {
     })
     .await
     .unwrap();
-    let _c = connect(&section(&server.url()), params("xcheck", "pg0", Duration::from_secs(20))).await;
+    let c = connect(&section(&server.url()), params("xcheck", "pg0", Duration::from_secs(20))).await;
+    assert!(c.attempt_to_acquire_leader().await.unwrap());
     let body_of = |text: &str| -> Value {
         let line = text
             .lines()

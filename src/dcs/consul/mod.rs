@@ -128,14 +128,11 @@ fn map_err(op: &'static str, e: ConsulError) -> DcsError {
 }
 
 impl ConsulDcs {
-    /// Build the backend and create its session. Like Patroni, an unreachable Consul is not fatal
-    /// here: the session is created on the first operation that needs it.
+    /// Build the backend. The session is created by the first operation that needs one (the
+    /// agent's first `touch_member`), so read-only users such as `praetorctl` never create one —
+    /// as Patroni's ctl does not — and an unreachable Consul is not fatal here.
     pub async fn connect(cfg: &ConsulConfig, params: DcsParams) -> Result<ConsulDcs, DcsError> {
-        let dcs = ConsulDcs::new(cfg, params)?;
-        if let Err(e) = dcs.refresh_session(true).await {
-            tracing::warn!("failed to create the consul session (will retry): {e}");
-        }
-        Ok(dcs)
+        ConsulDcs::new(cfg, params)
     }
 
     /// Build the backend without contacting Consul.
