@@ -966,3 +966,47 @@ watchdog:
         c.stop_all();
     }
 }
+
+// The model's /_test/ control API, as the demo and compose scripts use it over HTTP.
+#[tokio::test]
+async fn the_control_api_expires_sessions_injects_faults_and_loses_the_leader() {
+    let server = start_model(Options::default()).await;
+    let http = reqwest::Client::new();
+    let u = server.url();
+    let id =
+        http.put(format!("{u}/v1/session/create")).body(r#"{"Behavior":"delete"}"#).send().await.unwrap();
+    let id = id.json::<Value>().await.unwrap()["ID"].as_str().unwrap().to_string();
+    let put = http.put(format!("{u}/v1/kv/k?acquire={id}")).body("v").send().await.unwrap();
+    assert_eq!(put.text().await.unwrap(), "true");
+    let r = http.post(format!("{u}/_test/sessions/{id}/expire")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "true");
+    assert_eq!(http.get(format!("{u}/v1/kv/k")).send().await.unwrap().status(), 404, "behavior delete");
+    let r = http.put(format!("{u}/v1/session/renew/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), format!("Session id '{id}' not found"));
+
+    let f = json!({"path_prefix": "/v1/kv/", "status": 503, "count": 1});
+    http.post(format!("{u}/_test/fault")).body(f.to_string()).send().await.unwrap();
+    let r = http.get(format!("{u}/v1/kv/k")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("x-consul-index"), "X-Consul-Index on every response");
+    assert_eq!(http.get(format!("{u}/v1/kv/k")).send().await.unwrap().status(), 404, "count 1: used up");
+
+    http.post(format!("{u}/_test/leader/lose")).send().await.unwrap();
+    assert_eq!(
+        http.get(format!("{u}/v1/status/leader")).send().await.unwrap().text().await.unwrap(),
+        r#""""#
+    );
+    let r = http.get(format!("{u}/v1/kv/k")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (500, "No cluster leader".to_string()));
+    assert_eq!(
+        http.get(format!("{u}/v1/kv/k?stale")).send().await.unwrap().status(),
+        404,
+        "stale reads work"
+    );
+    http.post(format!("{u}/_test/leader/restore")).send().await.unwrap();
+    assert_eq!(
+        http.get(format!("{u}/v1/status/leader")).send().await.unwrap().text().await.unwrap(),
+        r#""127.0.0.1:8300""#
+    );
+}
