@@ -1,0 +1,44 @@
+#!/bin/bash
+# Entry point of the praetor-node image (runs under tini).
+#
+#   praetor-node node [config]   praetor + PostgreSQL: prepare the data volume and the socket directory, then run
+#                                praetor as the postgres user with /etc/praetor/praetor.yml (or the given file)
+#   praetor-node zookeeper       a standalone ZooKeeper on port 2181 (data in /var/lib/zookeeper)
+#   praetor-node <command...>    run the command as is (etcd, consul-api-server, haproxy, bash)
+set -euo pipefail
+
+case "${1:-node}" in
+  node)
+    cfg="${2:-/etc/praetor/praetor.yml}"
+    mkdir -p /var/lib/postgresql/data /run/postgresql
+    chown postgres:postgres /var/lib/postgresql /var/lib/postgresql/data /run/postgresql
+    chmod 0700 /var/lib/postgresql/data
+    chmod 2775 /run/postgresql
+    cd /var/lib/postgresql
+    export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
+    exec setpriv --reuid=postgres --regid=postgres --init-groups praetor "$cfg"
+    ;;
+  zookeeper)
+    mkdir -p /var/lib/zookeeper
+    cat >/tmp/zoo.cfg <<EOF
+tickTime=500
+initLimit=10
+syncLimit=5
+dataDir=/var/lib/zookeeper
+clientPort=2181
+maxSessionTimeout=60000
+minSessionTimeout=1000
+4lw.commands.whitelist=srvr,ruok,stat,mntr
+admin.enableServer=false
+EOF
+    cp=/usr/share/java/zookeeper.jar
+    for jar in /usr/share/java/slf4j-simple.jar /usr/share/java/netty-codec.jar /usr/share/java/netty-resolver.jar; do
+      [ -f "$jar" ] && cp="$cp:$jar"
+    done
+    exec java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.jmx.log4j.disable=true \
+      -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain /tmp/zoo.cfg
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac
