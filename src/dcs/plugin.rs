@@ -746,6 +746,15 @@ pub fn cluster_entries(c: &Cluster) -> Vec<praetor_dcs_abi::messages::Entry> {
     out
 }
 
+/// Inside a plugin library, praetor's `tracing` is a copy of its own that the host's subscriber
+/// does not see: log to stderr (which the agent shares), filtered by `PRAETOR_PLUGIN_LOG`
+/// (default `warn`). A no-op when a subscriber is already installed (the backend runs in-process).
+fn init_plugin_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRAETOR_PLUGIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 fn leader_from(r: Option<LeaderRef>) -> Option<Leader> {
     r.map(|l| Leader { name: l.name, version: Version(l.version), owner: l.owner })
 }
@@ -761,6 +770,7 @@ impl<B: ExportBackend> praetor_dcs_abi::DcsPlugin for Exported<B> {
             loop_wait: from_ms(p.loop_wait_ms),
             retry_timeout: from_ms(p.retry_timeout_ms),
         };
+        init_plugin_logging();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dcs-plugin-rt")
