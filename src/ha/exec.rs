@@ -48,9 +48,16 @@ struct TaskCx {
     pre_promote: Option<String>,
     ttl: Duration,
     paused: bool,
+    status_tx: tokio::sync::watch::Sender<Arc<crate::api::status::NodeStatus>>,
 }
 
 impl TaskCx {
+    /// Publish at once that PostgreSQL is stopped, so that peers asking `GET /patroni` during a
+    /// leader race no longer see a running primary here (Patroni's status has no `xlog` then).
+    fn mark_stopped(&self) {
+        mark_stopped(&self.status_tx);
+    }
+
     fn set_label(&self, label: Option<&str>) {
         self.rs.lock().expect("role lock").label = label.map(str::to_string);
     }
@@ -70,7 +77,8 @@ impl TaskCx {
         let r = self.pg.start(conf).await;
         self.set_label(None);
         r.context("start postgres")?;
-        let changed = self.set_role(role.clone());
+        let before = self.rs.lock().expect("role lock").role.clone();
+        let changed = self.set_role(role.clone()) && before != Role::Uninitialized;
         self.callbacks.fire(
             if changed { CallbackAction::OnRoleChange } else { CallbackAction::OnStart },
             role.as_str(),
@@ -89,6 +97,7 @@ impl Ha {
             pre_promote: self.cfg.postgresql.pre_promote.clone(),
             ttl: self.dynamic.ttl_duration(),
             paused: self.dynamic.is_paused(),
+            status_tx: self.status_tx.clone(),
         }
     }
 
@@ -303,7 +312,7 @@ impl Ha {
                 ignore: Vec::new(),
                 existing: Vec::new(),
             };
-            if let Err(e) = self.pg.sync_slots(&inputs).await {
+            if let Err(e) = sync_member_slots(&self.pg, inputs).await {
                 warn!("failed to sync replication slots: {e}");
             }
         }
@@ -616,6 +625,11 @@ impl Ha {
                 });
             }
             Action::CrashRecovery => {
+                // A crashed primary without the leader key is no primary any more: recovering it
+                // must not look like "a primary that lost its lock" to the next cycles.
+                if !self.mem.is_leader(self.shared.now()) && self.role() == Role::Primary {
+                    self.rs.lock().expect("role lock").role = Role::Replica;
+                }
                 self.spawn(LongActionKind::CrashRecovery, |cx, cancel| async move {
                     if let Err(e) = cx.pg.ensure_clean_shutdown(&cancel).await {
                         warn!("crash recovery failed: {e}");
@@ -686,6 +700,7 @@ impl Ha {
                         warn!("stop for demotion failed: {e}");
                         let _ = cx.pg.stop(StopMode::Immediate).await;
                     }
+                    cx.mark_stopped();
                     cx.watchdog.lock().expect("watchdog lock").disable();
                     cx.set_role(Role::Demoted);
                     cx.callbacks.fire(CallbackAction::OnStop, "demoted");
@@ -713,6 +728,7 @@ impl Ha {
                 let _ = self.pg.stop(StopMode::Immediate).await;
             }
         }
+        mark_stopped(&self.status_tx);
         self.watchdog.lock().expect("watchdog lock").disable();
         self.task_cx().set_role(Role::Demoted);
         if mode == DemoteMode::Immediate {
@@ -744,7 +760,61 @@ impl Ha {
                 let _ = self.pg.stop(StopMode::Immediate).await;
             }
         }
+        mark_stopped(&self.status_tx);
         self.watchdog.lock().expect("watchdog lock").disable();
         self.callbacks.fire(CallbackAction::OnStop, self.role().as_str());
     }
+}
+
+/// Create and drop member slots on the primary. Like `Postgres::sync_slots`, but temporary slots
+/// (`pg_basebackup_<pid>` of a running clone) are never considered: Patroni reads
+/// `pg_replication_slots WHERE NOT temporary`.
+async fn sync_member_slots(
+    pg: &Postgres,
+    mut inputs: crate::postgres::slots::SlotInputs,
+) -> Result<(), crate::postgres::PgError> {
+    use crate::postgres::slots::{ExistingSlot, SlotSpec, SlotType, apply, plan};
+    let client = pg.connect().await?;
+    let sql = "SELECT slot_name::text, slot_type, database::text, plugin::text, active_pid \
+               FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name";
+    let rows = client
+        .query(sql, &[])
+        .await
+        .map_err(|e| crate::postgres::PgError::Sql { op: "list slots", msg: e.to_string() })?;
+    inputs.existing = rows
+        .iter()
+        .filter_map(|r| {
+            let ty: String = r.try_get(1).ok()?;
+            Some(ExistingSlot {
+                spec: SlotSpec {
+                    name: r.try_get(0).ok()?,
+                    slot_type: SlotType::parse(&ty).unwrap_or(SlotType::Physical),
+                    database: r.try_get(2).ok()?,
+                    plugin: r.try_get(3).ok()?,
+                },
+                active_pid: r.try_get(4).ok()?,
+            })
+        })
+        .collect();
+    let p = plan(&inputs);
+    if p.create.is_empty() && p.drop.is_empty() {
+        return Ok(());
+    }
+    apply(&client, &p)
+        .await
+        .map_err(|e| crate::postgres::PgError::Sql { op: "sync slots", msg: e.to_string() })
+}
+
+fn mark_stopped(tx: &tokio::sync::watch::Sender<Arc<crate::api::status::NodeStatus>>) {
+    tx.send_modify(|s| {
+        let mut n = (**s).clone();
+        n.state = "stopped".into();
+        n.xlog = None;
+        n.replication.clear();
+        n.replication_state = None;
+        n.timeline = None;
+        n.postmaster_start_time = None;
+        n.is_leader = false;
+        *s = Arc::new(n);
+    });
 }

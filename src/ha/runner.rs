@@ -624,7 +624,13 @@ impl Ha {
             self.last_cluster = Some(c.clone());
         }
         self.last_pg = pg;
-        self.last_obs = Some(obs);
+        // After a stop in this cycle the observation is stale: publish no WAL position, so that
+        // peers in a leader race do not take this node for a running primary.
+        let stopped = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, super::action::Action::Demote(_) | super::action::Action::StopImmediate));
+        self.last_obs = if stopped { None } else { Some(obs) };
         self.publish_status(&policy);
         *self.shared.last_cycle.lock().expect("cycle lock") = Instant::now();
         decision

@@ -1,0 +1,616 @@
+//! The HA loop end to end: three `praetor` agents (the built binary) on a real etcd with real
+//! PostgreSQL 15, small timings (ttl 10, loop_wait 1, retry_timeout 3). Tests live in `cluster::`
+//! so nextest runs them one at a time (see .config/nextest.toml).
+
+mod cluster {
+    use crate::support::etcd::EtcdServer;
+    use crate::support::postgres::PgCluster;
+    use crate::support::{ChildGuard, free_port, wait_for};
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const TTL: u64 = 10;
+    const LOOP_WAIT: u64 = 1;
+    const SCOPE: &str = "hatest";
+
+    struct Node {
+        name: String,
+        cfg: PathBuf,
+        api_port: u16,
+        pg_port: u16,
+        data_dir: PathBuf,
+        log: PathBuf,
+        calls: PathBuf,
+        agent: Option<ChildGuard>,
+    }
+
+    struct Cluster {
+        nodes: Vec<Node>,
+        etcd: EtcdServer,
+        http: reqwest::Client,
+        // Declared last: postmasters are stopped (guard) after the agents; held for its Drop.
+        #[allow(dead_code)]
+        pg: PgCluster,
+    }
+
+    #[derive(Default, Clone)]
+    struct Opts {
+        failsafe: bool,
+        callbacks: bool,
+    }
+
+    /// Poll `f` every 100 ms until it yields a value or `timeout` passes.
+    async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f().await {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn yaml_str(s: &str) -> String {
+        serde_json::to_string(s).expect("a string serializes")
+    }
+
+    impl Cluster {
+        async fn start(test: &str, opts: Opts) -> Option<Cluster> {
+            let bin = crate::support::postgres::require_pg()?;
+            let etcd = EtcdServer::start().await?;
+            let mut pg = PgCluster::new(test, bin.clone());
+            let cb = pg.script(
+                "callback.sh",
+                "f=\"$(dirname \"$0\")/calls-$PRAETOR_TEST_NODE\"; echo \"$@\" >> \"$f\"",
+            );
+            let mut nodes = Vec::new();
+            for i in 0..3 {
+                let name = format!("pg{i}");
+                let s = pg.node(&name);
+                let home = s.data_dir.parent().expect("node home").to_path_buf();
+                let api_port = free_port();
+                let pg_port = s.listen_hosts_port().1;
+                let cfg = pg.dir.join(format!("{name}.yml"));
+                let callbacks = if opts.callbacks {
+                    format!(
+                        "  callbacks:\n    on_start: {c}\n    on_stop: {c}\n    on_role_change: {c}\n    on_restart: {c}\n    on_reload: {c}\n",
+                        c = yaml_str(&cb.display().to_string())
+                    )
+                } else {
+                    String::new()
+                };
+                let yaml = format!(
+                    r#"scope: {SCOPE}
+name: {name}
+restapi:
+  listen: 127.0.0.1:{api_port}
+  connect_address: 127.0.0.1:{api_port}
+etcd3:
+  hosts: [{etcd}]
+bootstrap:
+  dcs:
+    ttl: {TTL}
+    loop_wait: {LOOP_WAIT}
+    retry_timeout: 3
+    maximum_lag_on_failover: 1048576
+    failsafe_mode: {failsafe}
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_log_hints: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+  initdb:
+    - encoding: UTF8
+    - locale: C
+postgresql:
+  listen: 127.0.0.1:{pg_port}
+  connect_address: 127.0.0.1:{pg_port}
+  data_dir: {data}
+  bin_dir: {bin}
+  pgpass: {pgpass}
+  pg_ctl_timeout: 30
+  authentication:
+    superuser: {{username: postgres, password: su-secret}}
+    replication: {{username: replicator, password: rep-secret}}
+    rewind: {{username: rewinder, password: rw-secret}}
+  parameters:
+    unix_socket_directories: {home}
+    shared_buffers: 16MB
+    fsync: "off"
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 scram-sha-256
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+{callbacks}watchdog:
+  mode: "off"
+"#,
+                    etcd = etcd.endpoint().trim_start_matches("http://"),
+                    failsafe = opts.failsafe,
+                    data = yaml_str(&s.data_dir.display().to_string()),
+                    bin = yaml_str(&bin.display().to_string()),
+                    pgpass = yaml_str(&s.pgpass.display().to_string()),
+                    home = yaml_str(&home.display().to_string()),
+                );
+                std::fs::write(&cfg, yaml).expect("write the agent configuration");
+                nodes.push(Node {
+                    log: pg.dir.join(format!("{name}.log")),
+                    calls: pg.dir.join(format!("calls-{name}")),
+                    name,
+                    cfg,
+                    api_port,
+                    pg_port,
+                    data_dir: s.data_dir.clone(),
+                    agent: None,
+                });
+            }
+            let http =
+                reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
+            let mut c = Cluster { nodes, etcd, http, pg };
+            for i in 0..3 {
+                c.start_agent(i);
+            }
+            Some(c)
+        }
+
+        fn start_agent(&mut self, i: usize) {
+            let n = &mut self.nodes[i];
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
+            cmd.arg(&n.cfg).env("RUST_LOG", "info").env("PRAETOR_TEST_NODE", &n.name);
+            n.agent = Some(ChildGuard::spawn(&n.name, &mut cmd, &n.log));
+        }
+
+        fn log(&self, i: usize) -> String {
+            std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+        }
+
+        fn logs(&self) -> String {
+            (0..3)
+                .map(|i| {
+                    let l = self.log(i);
+                    let tail: Vec<&str> = l.lines().rev().take(40).collect();
+                    format!(
+                        "--- {} ---\n{}",
+                        self.nodes[i].name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+
+        async fn status(&self, i: usize) -> Option<Value> {
+            let url = format!("http://127.0.0.1:{}/patroni", self.nodes[i].api_port);
+            self.http.get(url).send().await.ok()?.json().await.ok()
+        }
+
+        /// Nodes running as primary and nodes streaming, from `GET /patroni`.
+        async fn roles(&self) -> (Vec<usize>, Vec<usize>) {
+            let (mut p, mut s) = (Vec::new(), Vec::new());
+            for i in 0..3 {
+                if let Some(v) = self.status(i).await {
+                    if v["role"] == "primary" && v["state"] == "running" {
+                        p.push(i);
+                    }
+                    if v["role"] == "replica" && v["replication_state"] == "streaming" {
+                        s.push(i);
+                    }
+                }
+            }
+            (p, s)
+        }
+
+        /// Wait until one primary and two streaming replicas; returns the primary.
+        async fn wait_healthy(&self, timeout: Duration) -> usize {
+            let leader = poll(timeout, || async {
+                let (p, s) = self.roles().await;
+                (p.len() == 1 && s.len() == 2).then(|| p[0])
+            })
+            .await;
+            match leader {
+                Some(l) => l,
+                None => panic!("cluster not healthy within {timeout:?}\n{}", self.logs()),
+            }
+        }
+
+        async fn sql(&self, i: usize, q: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, String> {
+            let mut c = tokio_postgres::Config::new();
+            c.host("127.0.0.1")
+                .port(self.nodes[i].pg_port)
+                .user("postgres")
+                .password("su-secret")
+                .dbname("postgres")
+                .connect_timeout(Duration::from_secs(2));
+            let (client, conn) =
+                tokio::time::timeout(Duration::from_secs(3), c.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            tokio::time::timeout(Duration::from_secs(5), client.simple_query(q))
+                .await
+                .map_err(|_| "query timed out".to_string())?
+                .map_err(|e| e.to_string())
+        }
+
+        async fn scalar(&self, i: usize, q: &str) -> Option<String> {
+            let rows = self.sql(i, q).await.ok()?;
+            rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+        }
+
+        async fn accepts_writes(&self, i: usize) -> bool {
+            self.sql(i, "CREATE TABLE IF NOT EXISTS probe(x int); INSERT INTO probe VALUES (1)").await.is_ok()
+        }
+
+        async fn key(&self, k: &str) -> Option<String> {
+            let mut c = self.etcd.client().await;
+            let r = c.get(format!("/service/{SCOPE}/{k}"), None).await.ok()?;
+            r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+        }
+
+        async fn put(&self, k: &str, v: &str) {
+            let mut c = self.etcd.client().await;
+            c.put(format!("/service/{SCOPE}/{k}"), v, None).await.expect("etcd put");
+        }
+
+        async fn leader_key(&self) -> Option<String> {
+            self.key("leader").await
+        }
+
+        /// Patch `/config` as `praetorctl edit-config` would.
+        async fn patch_config(&self, patch: Value) {
+            let mut v: Value =
+                serde_json::from_str(&self.key("config").await.expect("config key")).expect("config JSON");
+            for (k, x) in patch.as_object().expect("patch object") {
+                v[k] = x.clone();
+            }
+            self.put("config", &v.to_string()).await;
+        }
+
+        fn kill_postmaster(&self, i: usize) {
+            let pf = praetor::postgres::postmaster::PidFile::read(&self.nodes[i].data_dir)
+                .ok()
+                .flatten()
+                .expect("postmaster.pid of a running node");
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
+        }
+
+        fn calls(&self, i: usize) -> Vec<String> {
+            std::fs::read_to_string(&self.nodes[i].calls)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+
+        fn stop_all(&mut self) {
+            for n in self.nodes.iter_mut().rev() {
+                if let Some(mut a) = n.agent.take() {
+                    a.stop(Duration::from_secs(40));
+                }
+            }
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            self.stop_all();
+        }
+    }
+
+    async fn assert_patroni_keys(c: &Cluster, leader: usize) {
+        let init = c.key("initialize").await.expect("initialize key");
+        assert!(init.len() >= 10 && init.bytes().all(|b| b.is_ascii_digit()), "initialize = {init:?}");
+        let cfg: Value =
+            serde_json::from_str(&c.key("config").await.expect("config key")).expect("config JSON");
+        assert_eq!(cfg["ttl"], json!(TTL));
+        assert_eq!(cfg["loop_wait"], json!(LOOP_WAIT));
+        assert_eq!(c.leader_key().await.as_deref(), Some(c.nodes[leader].name.as_str()));
+        let ok = wait_for(Duration::from_secs(15), || async {
+            let mut all = true;
+            for i in 0..3 {
+                let Some(m) = c.key(&format!("members/pg{i}")).await else { return false };
+                let v: Value = serde_json::from_str(&m).expect("member JSON");
+                all &= v["conn_url"]
+                    == json!(format!("postgres://127.0.0.1:{}/postgres", c.nodes[i].pg_port))
+                    && v["api_url"] == json!(format!("http://127.0.0.1:{}/patroni", c.nodes[i].api_port))
+                    && v["state"] == "running"
+                    && v["role"] == if i == leader { "primary" } else { "replica" }
+                    && v["version"] == "4.1.5"
+                    && v["xlog_location"].is_u64()
+                    && v["timeline"] == 1
+                    && (i == leader || v["replication_state"] == "streaming");
+            }
+            all
+        })
+        .await;
+        assert!(ok, "member keys not in Patroni's format: {:?}", {
+            let mut v = Vec::new();
+            for i in 0..3 {
+                v.push(c.key(&format!("members/pg{i}")).await);
+            }
+            v
+        });
+        let status: Value =
+            serde_json::from_str(&c.key("status").await.expect("status key")).expect("status JSON");
+        assert!(status["optime"].as_u64().is_some_and(|o| o > 0), "status = {status}");
+        let slots: BTreeSet<String> =
+            status["slots"].as_object().expect("slots in status").keys().cloned().collect();
+        assert_eq!(slots, BTreeSet::from(["pg0".to_string(), "pg1".into(), "pg2".into()]));
+    }
+
+    /// PATRONI-COMPAT §6.2–§6.4: bootstrap race, unplanned failover after the lease expires,
+    /// rejoin through pg_rewind, graceful stop releasing the key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn bootstrap_failover_rejoin_and_graceful_stop() {
+        let Some(mut c) = Cluster::start("ha-failover", Opts::default()).await else { return };
+        let leader = c.wait_healthy(Duration::from_secs(90)).await;
+        assert_patroni_keys(&c, leader).await;
+        assert!(c.log(leader).contains(&format!("no action. I am (pg{leader}), the leader with the lock")));
+
+        // Unplanned failover: the leader's agent and its postmaster die together.
+        assert!(c.accepts_writes(leader).await);
+        c.nodes[leader].agent.as_mut().expect("agent").kill();
+        c.kill_postmaster(leader);
+        let killed = Instant::now();
+        let new_leader = poll(Duration::from_secs(TTL + LOOP_WAIT + 20), || async {
+            for i in (0..3).filter(|i| *i != leader) {
+                if c.accepts_writes(i).await {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        let took = killed.elapsed();
+        let Some(new_leader) = new_leader else {
+            panic!("no node accepted writes after the leader died\n{}", c.logs())
+        };
+        // ttl + loop_wait plus a margin for the promotion itself and a loaded CI machine.
+        assert!(took <= Duration::from_secs(TTL + LOOP_WAIT + 8), "failover took {took:?}");
+        assert!(took >= Duration::from_secs(3), "failover before the lease could expire: {took:?}");
+        assert_eq!(c.leader_key().await.as_deref(), Some(c.nodes[new_leader].name.as_str()));
+        let history = poll(Duration::from_secs(10), || async {
+            c.key("history").await.filter(|h| h.starts_with("[["))
+        })
+        .await
+        .expect("history written after promotion");
+        let h: Value = serde_json::from_str(&history).expect("history JSON");
+        assert_eq!(h[0][0], json!(1), "history = {history}");
+        assert_eq!(h[0][4], json!(c.nodes[new_leader].name), "history = {history}");
+
+        // The old leader comes back as a replica of the new timeline, rewound, and streams.
+        c.start_agent(leader);
+        let ok = wait_for(Duration::from_secs(90), || async {
+            let (p, s) = c.roles().await;
+            p == vec![new_leader] && s.contains(&leader) && s.len() == 2
+        })
+        .await;
+        assert!(ok, "old leader did not rejoin\n{}", c.logs());
+        assert!(c.log(leader).contains("running pg_rewind from"), "{}", c.logs());
+        let on_tl2 = wait_for(Duration::from_secs(15), || async {
+            c.scalar(leader, "SELECT received_tli FROM pg_stat_wal_receiver").await.as_deref() == Some("2")
+        })
+        .await;
+        assert!(on_tl2, "rejoined node does not stream timeline 2\n{}", c.logs());
+
+        // Graceful stop of the leader's agent: it stops PostgreSQL and releases the key; a replica
+        // takes over within a few seconds (not after the lease expires).
+        c.sql(new_leader, "CREATE TABLE IF NOT EXISTS acked(id int); INSERT INTO acked VALUES (42)")
+            .await
+            .expect("write");
+        let stopping = Instant::now();
+        c.nodes[new_leader].agent.as_mut().expect("agent").stop(Duration::from_secs(40));
+        let stop_took = stopping.elapsed();
+        assert!(c.log(new_leader).contains("Leader key released"), "{}", c.logs());
+        let third = poll(Duration::from_secs(TTL), || async {
+            for i in (0..3).filter(|i| *i != new_leader) {
+                if c.accepts_writes(i).await {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        let Some(third) = third else { panic!("no takeover after a graceful stop\n{}", c.logs()) };
+        let takeover = stopping.elapsed() - stop_took;
+        assert!(takeover < Duration::from_secs(TTL - 2), "takeover took {takeover:?} after the stop");
+        assert_eq!(c.scalar(third, "SELECT count(*) FROM acked WHERE id = 42").await.as_deref(), Some("1"));
+        // Key released, not expired: the status carries the last LSN of the stopped leader.
+        assert!(c.key("status").await.is_some());
+        c.stop_all();
+    }
+
+    /// PATRONI-COMPAT §6.5 (switchover through the `/failover` key, named and scheduled), §6.8
+    /// (pause) and the callbacks' arguments, on one cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn switchover_pause_and_callbacks() {
+        let Some(mut c) =
+            Cluster::start("ha-switchover", Opts { callbacks: true, ..Default::default() }).await
+        else {
+            return;
+        };
+        let leader = c.wait_healthy(Duration::from_secs(90)).await;
+        let cand = (leader + 1) % 3;
+
+        // Callbacks after bootstrap: the leader started as primary, each replica as replica.
+        let ok = wait_for(Duration::from_secs(10), || async {
+            c.calls(leader).contains(&format!("on_start primary {SCOPE}"))
+                && (0..3)
+                    .filter(|i| *i != leader)
+                    .all(|i| c.calls(i).contains(&format!("on_start replica {SCOPE}")))
+        })
+        .await;
+        assert!(ok, "callbacks: {:?} {:?} {:?}", c.calls(0), c.calls(1), c.calls(2));
+
+        // Switchover to a named candidate with writes running: no acknowledged write lost.
+        c.sql(leader, "CREATE TABLE acked(id int PRIMARY KEY)").await.expect("create table");
+        let writer = {
+            let ports: Vec<u16> = c.nodes.iter().map(|n| n.pg_port).collect();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(12);
+                let mut id = 0;
+                while Instant::now() < deadline {
+                    for port in &ports {
+                        let mut cfg = tokio_postgres::Config::new();
+                        cfg.host("127.0.0.1")
+                            .port(*port)
+                            .user("postgres")
+                            .password("su-secret")
+                            .dbname("postgres");
+                        cfg.connect_timeout(Duration::from_secs(1));
+                        if let Ok(Ok((cl, conn))) =
+                            tokio::time::timeout(Duration::from_secs(2), cfg.connect(tokio_postgres::NoTls))
+                                .await
+                        {
+                            tokio::spawn(conn);
+                            id += 1;
+                            let q = format!("INSERT INTO acked VALUES ({id})");
+                            if let Ok(Ok(_)) =
+                                tokio::time::timeout(Duration::from_secs(2), cl.simple_query(&q)).await
+                            {
+                                acked.push(id);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.put("failover", &json!({"leader": c.nodes[leader].name, "member": c.nodes[cand].name}).to_string())
+            .await;
+        let ok = wait_for(Duration::from_secs(40), || async {
+            let (p, _) = c.roles().await;
+            p == vec![cand] && c.leader_key().await.as_deref() == Some(c.nodes[cand].name.as_str())
+        })
+        .await;
+        assert!(ok, "switchover to {} did not happen\n{}", c.nodes[cand].name, c.logs());
+        let acked = writer.await.expect("writer task");
+        assert!(!acked.is_empty());
+        let count = c.scalar(cand, "SELECT count(*) FROM acked").await.expect("count");
+        let max_ok = wait_for(Duration::from_secs(5), || async {
+            let ids = c.sql(cand, "SELECT id FROM acked").await.unwrap_or_default();
+            let have: BTreeSet<i64> = ids
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|s| s.parse().ok()),
+                    _ => None,
+                })
+                .collect();
+            acked.iter().all(|a| have.contains(a))
+        })
+        .await;
+        assert!(max_ok, "acknowledged writes lost: acked {} rows, new primary has {count}", acked.len());
+        let new_primary_role = wait_for(Duration::from_secs(10), || async {
+            c.calls(cand).contains(&format!("on_role_change primary {SCOPE}"))
+                && c.calls(leader).contains(&format!("on_role_change replica {SCOPE}"))
+        })
+        .await;
+        assert!(new_primary_role, "role change callbacks: {:?} / {:?}", c.calls(cand), c.calls(leader));
+        c.wait_healthy(Duration::from_secs(60)).await;
+        assert_eq!(c.key("failover").await.as_deref().unwrap_or("{}"), "{}");
+
+        // Scheduled switchover: nothing before `scheduled_at`, done after it.
+        let leader = cand;
+        let cand = (leader + 1) % 3;
+        let at = chrono::Utc::now() + chrono::Duration::seconds(6);
+        c.put(
+            "failover",
+            &json!({"leader": c.nodes[leader].name, "member": c.nodes[cand].name, "scheduled_at": at.to_rfc3339()})
+                .to_string(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(c.roles().await.0, vec![leader], "switched over before scheduled_at");
+        let ok = wait_for(Duration::from_secs(40), || async { c.roles().await.0 == vec![cand] }).await;
+        assert!(ok, "scheduled switchover did not happen\n{}", c.logs());
+        assert!(chrono::Utc::now() >= at);
+        let leader = c.wait_healthy(Duration::from_secs(60)).await;
+
+        // Pause: killing the leader's postmaster does not fail over.
+        c.patch_config(json!({"pause": true})).await;
+        let paused = wait_for(Duration::from_secs(10), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= c.status(i).await.is_some_and(|v| v["pause"] == true);
+            }
+            all
+        })
+        .await;
+        assert!(paused, "pause not applied\n{}", c.logs());
+        c.kill_postmaster(leader);
+        tokio::time::sleep(Duration::from_secs(TTL + 5)).await;
+        let (p, _) = c.roles().await;
+        assert!(p.is_empty(), "a replica was promoted while paused: {p:?}\n{}", c.logs());
+        for i in (0..3).filter(|i| *i != leader) {
+            assert_eq!(c.scalar(i, "SELECT pg_is_in_recovery()").await.as_deref(), Some("t"));
+        }
+
+        // Resume: the cluster heals (a leader and two streaming replicas again).
+        c.patch_config(json!({"pause": false})).await;
+        c.wait_healthy(Duration::from_secs(90)).await;
+        c.stop_all();
+    }
+
+    /// PATRONI-COMPAT §6.6: DCS outage demotes the primary within ttl; with failsafe_mode and all
+    /// members reachable it stays primary; restoring etcd restores the cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dcs_outage_demotes_unless_failsafe_keeps_the_primary() {
+        let Some(mut c) = Cluster::start("ha-dcs", Opts::default()).await else { return };
+        let leader = c.wait_healthy(Duration::from_secs(90)).await;
+
+        c.etcd.kill_member(0);
+        let down = Instant::now();
+        let ok = wait_for(Duration::from_secs(TTL + 5), || async {
+            c.scalar(leader, "SELECT pg_is_in_recovery()").await.as_deref() == Some("t")
+        })
+        .await;
+        assert!(ok, "primary did not demote without the DCS\n{}", c.logs());
+        assert!(down.elapsed() <= Duration::from_secs(TTL), "demotion took {:?}", down.elapsed());
+        assert!(!c.accepts_writes(leader).await);
+        assert!(c.log(leader).contains("demoted self because DCS is not accessible and I was a leader"));
+
+        c.etcd.restart_member(0).await;
+        c.wait_healthy(Duration::from_secs(90)).await;
+
+        // Failsafe mode: with every member answering POST /failsafe the primary keeps running.
+        c.patch_config(json!({"failsafe_mode": true})).await;
+        let ok = wait_for(Duration::from_secs(20), || async {
+            c.key("failsafe")
+                .await
+                .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+                .is_some_and(|v| v.as_object().is_some_and(|o| o.len() == 3))
+        })
+        .await;
+        assert!(ok, "/failsafe not written\n{}", c.logs());
+        let leader = c.wait_healthy(Duration::from_secs(30)).await;
+        c.etcd.kill_member(0);
+        tokio::time::sleep(Duration::from_secs(TTL + 5)).await;
+        assert!(c.accepts_writes(leader).await, "failsafe primary stopped accepting writes\n{}", c.logs());
+        assert!(c.log(leader).contains(
+            "continue to run as a leader because failsafe mode is enabled and all members are accessible"
+        ));
+        c.etcd.restart_member(0).await;
+        let again = c.wait_healthy(Duration::from_secs(60)).await;
+        assert_eq!(again, leader);
+        c.stop_all();
+    }
+}
