@@ -72,13 +72,19 @@ pub enum ProcError {
     },
 }
 
-/// The OS identity a command runs under when the agent is root.
+/// Most supplementary groups kept for the PostgreSQL user.
+const MAX_GROUPS: usize = 32;
+
+/// The OS identity a command runs under when the agent is root: user, primary group and the
+/// user's supplementary groups (e.g. `ssl-cert` for Debian's snakeoil key), as a login would have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunAs {
     /// User id.
     pub uid: Uid,
     /// Primary group id.
     pub gid: Gid,
+    groups: [u32; MAX_GROUPS],
+    ngroups: usize,
 }
 
 impl RunAs {
@@ -89,13 +95,36 @@ impl RunAs {
             return Ok(None);
         }
         match User::from_name(user) {
-            Ok(Some(u)) => Ok(Some(RunAs { uid: u.uid, gid: u.gid })),
+            Ok(Some(u)) => {
+                let mut r = RunAs::new(u.uid, u.gid);
+                let name = std::ffi::CString::new(u.name.clone()).map_err(std::io::Error::other)?;
+                if let Ok(list) = nix::unistd::getgrouplist(&name, u.gid) {
+                    r.ngroups = 0;
+                    for g in list.into_iter().take(MAX_GROUPS) {
+                        r.groups[r.ngroups] = g.as_raw();
+                        r.ngroups += 1;
+                    }
+                }
+                Ok(Some(r))
+            }
             Ok(None) => Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("the agent runs as root and OS user {user:?} (postgresql OS user) does not exist"),
             )),
             Err(e) => Err(std::io::Error::other(e)),
         }
+    }
+
+    /// An identity with no supplementary groups besides `gid`.
+    pub fn new(uid: Uid, gid: Gid) -> RunAs {
+        let mut groups = [0; MAX_GROUPS];
+        groups[0] = gid.as_raw();
+        RunAs { uid, gid, groups, ngroups: 1 }
+    }
+
+    /// Supplementary groups.
+    pub fn groups(&self) -> Vec<Gid> {
+        self.groups[..self.ngroups].iter().map(|g| Gid::from_raw(*g)).collect()
     }
 
     /// Give `path` to this identity (no-op errors are returned).
@@ -257,8 +286,7 @@ pub(crate) fn base_command(
         }
     }
     if let Some(r) = run_as {
-        // std drops supplementary groups when root switches uid (setgroups(0)).
-        cmd.uid(r.uid.as_raw()).gid(r.gid.as_raw());
+        switch_identity(&mut cmd, r);
         if let Ok(Some(u)) = User::from_uid(r.uid) {
             cmd.env("HOME", &u.dir).env("USER", &u.name).env("LOGNAME", &u.name);
         }
@@ -271,6 +299,24 @@ pub(crate) fn base_command(
         cmd.current_dir("/");
     }
     cmd
+}
+
+/// Drop root for the child: supplementary groups, group, then user (std's `uid()` would drop all
+/// supplementary groups, and cannot set them).
+#[allow(unsafe_code)]
+fn switch_identity(cmd: &mut tokio::process::Command, r: RunAs) {
+    // SAFETY: the closure runs in the forked child before exec. It only issues the setgroups(2),
+    // setgid(2) and setuid(2) system calls on data copied in before the fork: no allocation, no
+    // locks, nothing that is not async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let groups: [Gid; MAX_GROUPS] = std::array::from_fn(|i| Gid::from_raw(r.groups[i]));
+            nix::unistd::setgroups(&groups[..r.ngroups]).map_err(std::io::Error::from)?;
+            nix::unistd::setgid(r.gid).map_err(std::io::Error::from)?;
+            nix::unistd::setuid(r.uid).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
 }
 
 /// Run a command to completion. `Ok` only for exit status 0; a non-zero exit is
@@ -440,6 +486,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(gone, "grandchild {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn commands_run_as_the_postgres_user_with_its_groups_when_root() {
+        let Ok(Some(r)) = RunAs::for_agent("postgres") else {
+            eprintln!("SKIP: not root or no postgres user");
+            return;
+        };
+        let spec = CmdSpec::new("id", "/usr/bin/id").arg("-G").run_as(Some(r)).capture_stdout();
+        let out = run(spec, &CancellationToken::new()).await.unwrap();
+        let mut got: Vec<u32> = out.stdout.split_whitespace().map(|g| g.parse().unwrap()).collect();
+        // What the system says the user's groups are, asked independently.
+        let all = run(
+            CmdSpec::new("id", "/usr/bin/id").args(["-G", "postgres"]).capture_stdout(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let mut want: Vec<u32> = all.stdout.split_whitespace().map(|g| g.parse().unwrap()).collect();
+        got.sort();
+        want.sort();
+        want.dedup();
+        assert_eq!(got, want);
+        let spec = CmdSpec::new("id", "/usr/bin/id").arg("-u").run_as(Some(r)).capture_stdout();
+        let out = run(spec, &CancellationToken::new()).await.unwrap();
+        assert_eq!(out.stdout.trim(), r.uid.to_string());
     }
 
     #[tokio::test]
