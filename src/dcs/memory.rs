@@ -197,6 +197,7 @@ impl Dcs for MemoryDcs {
         let name = self.params().name;
         self.with(|s| {
             let sid = self.renew(s);
+            // etcd3.py _update_leader: rebind to my lease if it names me, re-create it if it is gone.
             match s.kv.get(&full) {
                 Some(i) if i.value == name => {
                     if i.session != Some(sid) {
@@ -204,7 +205,11 @@ impl Dcs for MemoryDcs {
                     }
                     true
                 }
-                _ => false,
+                None => {
+                    s.put(&full, &name, Some(sid));
+                    true
+                }
+                Some(_) => false,
             }
         })
     }
@@ -265,7 +270,7 @@ impl Dcs for MemoryDcs {
         let full = self.keys.path("sync");
         self.with(|s| match (s.kv.get(&full), version) {
             (Some(i), Some(v)) if i.version != v.0 => false,
-            (None, _) => false,
+            (None, Some(_)) => false,
             _ => {
                 s.kv.remove(&full);
                 s.revision += 1;
@@ -295,7 +300,12 @@ impl Dcs for MemoryDcs {
 
     async fn cancel_initialization(&self) -> Result<bool, DcsError> {
         let full = self.keys.path("initialize");
-        self.with(|s| s.kv.remove(&full).is_some())
+        // Like etcd: deleting an absent key is not a failure.
+        self.with(|s| {
+            s.kv.remove(&full);
+            s.revision += 1;
+            true
+        })
     }
 
     async fn delete_cluster(&self) -> Result<bool, DcsError> {
@@ -308,14 +318,18 @@ impl Dcs for MemoryDcs {
     }
 
     async fn watch(&self, leader_version: Option<Version>, timeout: Duration) -> Result<bool, DcsError> {
-        let full = self.keys.path("leader");
+        let leader_key = self.keys.path("leader");
+        let config_key = self.keys.path("config");
         let deadline = Instant::now() + timeout;
+        let read = |s: &State, k: &str| s.kv.get(k).map(|i| Version(i.version));
+        let (leader_base, config_base) =
+            self.with(|s| (leader_version.or_else(|| read(s, &leader_key)), read(s, &config_key)))?;
         loop {
             let notified = self.store.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let current = self.with(|s| s.kv.get(&full).map(|i| Version(i.version)))?;
-            if current != leader_version {
+            let (leader, config) = self.with(|s| (read(s, &leader_key), read(s, &config_key)))?;
+            if leader != leader_base || config != config_base {
                 return Ok(true);
             }
             let next_expiry = {

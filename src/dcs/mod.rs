@@ -158,8 +158,13 @@ pub trait Dcs: Send + Sync + 'static {
     /// Delete every key of the cluster (`patronictl remove`).
     async fn delete_cluster(&self) -> Result<bool, DcsError>;
 
-    /// Block until the leader key differs from `leader_version` (changed, deleted, or created when
-    /// `None`), or `config` changes, or `timeout` passes. `Ok(true)`: woken by a change.
+    /// Sleep up to `timeout`, waking early when the cluster changes in a way the HA loop must react to.
+    ///
+    /// `leader_version` is the version of the leader key as this node last read it while *another*
+    /// member held it; the call returns `Ok(true)` as soon as the key differs from it (changed, deleted,
+    /// re-created). `None` (this node holds the lock, or the cluster is unlocked) means: do not wait on
+    /// the leader key relative to an old read — only changes made after the call began count. A change
+    /// of `config` by another client also wakes it. `Ok(false)`: the timeout passed.
     /// Spurious wake-ups are allowed; callers re-read the cluster.
     async fn watch(&self, leader_version: Option<Version>, timeout: Duration) -> Result<bool, DcsError>;
 
