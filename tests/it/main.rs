@@ -5,6 +5,7 @@ mod cluster_ha; // the HA loop end to end: 3 agents, real etcd and PostgreSQL 15
 mod config; // the praetor binary: --validate-config on real and broken configs, env, directories
 #[cfg(feature = "consul")]
 mod consul; // Consul backend against the Consul API model, Patroni 4.1.5 cross-check
+#[cfg(all(feature = "etcd", feature = "consul", feature = "zookeeper"))]
 mod ctl; // praetorctl output vs real patronictl 4.1.5, end to end against etcd
 mod dcs_contract;
 #[cfg(feature = "etcd")]
