@@ -138,6 +138,8 @@ fn classify(e: &zk::Error) -> Failure {
         zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::NoHosts | zk::Error::Throttled => {
             Failure::Retry
         }
+        // The client library reports socket errors (reset, refused, TLS) as `Custom` wrapping the cause.
+        zk::Error::Custom(_) => Failure::Retry,
         zk::Error::SessionExpired | zk::Error::SessionMoved | zk::Error::ClientClosed => Failure::SessionGone,
         _ => Failure::Fatal,
     }
