@@ -128,10 +128,8 @@ impl ZooKeeperServer {
         let mut guard = ChildGuard::spawn("zookeeper", &mut cmd, &self.log);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(out) = self.four_letter("srvr") {
-                if out.contains("Mode: standalone") {
-                    break;
-                }
+            if self.four_letter("srvr").is_some_and(|out| out.contains("Mode: standalone")) {
+                break;
             }
             if !guard.is_running() {
                 panic!("zookeeper exited during start\n{}", guard.log_tail(4000));
