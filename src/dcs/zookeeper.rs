@@ -42,6 +42,19 @@
 //! change (disconnect, expiry). Like Patroni, `watch` never fails: if ZooKeeper cannot be asked it
 //! waits out the timeout and answers `Ok(false)`.
 //!
+//! # Configuration (`zookeeper:`)
+//! * `hosts`: list or comma string of `host[:port]` (default port 2181, a `/chroot` suffix on the last
+//!   one is honoured); the client moves to the next host when a connection dies, keeping its session.
+//!   Empty: `127.0.0.1:2181`, as kazoo. A dead connection is noticed after `max(loop_wait - 2 s, 2 s)`
+//!   without traffic (Patroni's read timeout), capped at 2/5 of `ttl`; it is fixed for a session, so a
+//!   changed `loop_wait` applies from the next session.
+//! * `use_ssl` with `cacert` (required: no system trust store), optional `cert` + `key` (unencrypted
+//!   PEM; `key_password` is rejected with a clear error). `verify: false` skips the host name check
+//!   only; the chain is still verified against `cacert`.
+//! * `auth_data: {scheme: credential}` is presented on every (re)connect; `set_acls:
+//!   {principal: [READ, WRITE, CREATE, DELETE, ADMIN, ALL]}` becomes x509 ACLs on every znode we
+//!   create, parents included — as kazoo's `default_acl` does for Patroni.
+//!
 //! # Compatibility notes
 //! * Versions are `stat.version`. Patroni writes with `version or -1` (`ZooKeeper._set_or_create`),
 //!   which turns a compare-and-set against a znode still at version 0 (never rewritten since its
@@ -50,6 +63,9 @@
 //! * `take_leader` (after a successful bootstrap) writes the key unconditionally, as the [`Dcs`]
 //!   contract says: if someone else's ephemeral `leader` exists it is replaced. Patroni calls
 //!   `attempt_to_acquire_leader` there, which gives up instead.
+//! * `update_leader` answers `Ok(false)` when the `leader` znode is gone. Patroni's `_update_leader`
+//!   only compares session ids and, after a session change, re-creates a missing key; praetor takes a
+//!   vanished key as a lost lock (the HA loop demotes and races again), as the [`Dcs`] contract says.
 //! * `delete_sync_state` writes `{}` (Patroni does not delete `sync` on ZooKeeper).
 //! * `RawEntry::owner` is the ephemeral owner session id in decimal (Patroni's `Member.session`);
 //!   `None` for persistent znodes.

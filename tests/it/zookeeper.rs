@@ -350,6 +350,27 @@ async fn the_session_survives_a_dead_server_in_the_hosts_list() {
     assert_eq!(owner, session);
 }
 
+// kazoo reads a `/chroot` suffix in the hosts string; Patroni passes `hosts` through unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chroot_in_hosts_puts_the_cluster_below_it() {
+    init_logging();
+    let Some(fx) = ZkFixture::new().await else { return };
+    zks::raw_put(&fx.raw, "/tenants/a", "").await;
+    let cfg =
+        ZooKeeperConfig { hosts: vec![format!("{}/tenants/a", fx.server.host())], ..Default::default() };
+    let a = fx.client_with(params(&fx.scope(), "a", TTL), cfg).await;
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    assert!(a.set_config_value("{}", None).await.unwrap());
+    let c = a.load_cluster().await.unwrap();
+    assert_eq!(c.leader.map(|l| l.name).as_deref(), Some("a"));
+    let base = format!("/tenants/a/service/{}", fx.scope());
+    assert_eq!(
+        zks::raw_get(&fx.raw, &format!("{base}/leader")).await.map(|(v, _, _)| v).as_deref(),
+        Some("a")
+    );
+    assert_eq!(zks::raw_get(&fx.raw, &fx.keys().path("leader")).await, None, "nothing outside the chroot");
+}
+
 // P:dcs/zookeeper.py set_ttl: a new session timeout needs a new session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_ttl_restarts_the_session() {
