@@ -350,6 +350,33 @@ async fn the_session_survives_a_dead_server_in_the_hosts_list() {
     assert_eq!(owner, session);
 }
 
+// Connecting is lazy: an unreachable ensemble is reported by each call within retry_timeout, and
+// watch waits out its timeout instead of failing (P:dcs/zookeeper.py watch never raises).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_ensemble_fails_calls_within_retry_timeout() {
+    init_logging();
+    let nobody = format!("127.0.0.1:{}", crate::support::free_port());
+    let cfg = ZooKeeperConfig { hosts: vec![nobody], ..Default::default() };
+    let section = DcsSection::ZooKeeper(cfg);
+    let dcs =
+        praetor::dcs::factory::connect(&section, params("nowhere", "a", TTL)).await.expect("lazy connect");
+    assert_eq!(dcs.backend(), "zookeeper");
+    let t = Instant::now();
+    let err = dcs.load_cluster().await.expect_err("nothing listens there");
+    assert!(matches!(err, DcsError::Unavailable(_)), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "gave up after {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(matches!(dcs.attempt_to_acquire_leader().await, Err(DcsError::Unavailable(_))));
+    assert!(t.elapsed() < Duration::from_secs(3), "gave up after {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(!dcs.watch(None, Duration::from_millis(1500)).await.unwrap());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500) && t.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
 // kazoo reads a `/chroot` suffix in the hosts string; Patroni passes `hosts` through unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chroot_in_hosts_puts_the_cluster_below_it() {
