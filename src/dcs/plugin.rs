@@ -374,7 +374,10 @@ impl PluginDcs {
             PluginError::Failed { code, message, .. } if code == ErrorCode::Config.status() => {
                 DcsError::Config(format!("plugin {}: {message}", path.display()))
             }
-            PluginError::Timeout { .. } => DcsError::Unavailable(e.to_string()),
+            PluginError::Failed { code, .. } if code == ErrorCode::Unavailable.status() => {
+                DcsError::Unavailable(e.to_string())
+            }
+            PluginError::Timeout { .. } | PluginError::Busy { .. } => DcsError::Unavailable(e.to_string()),
             e => DcsError::Config(e.to_string()),
         })
     }

@@ -51,6 +51,10 @@ pub fn plugins() -> &'static Plugins {
         let lock = std::fs::File::create(target.join("praetor-plugin-tests.lock"))
             .expect("create the build lock file");
         lock.lock().expect("lock the plugin build");
+        let built = paths(profile.clone());
+        if fresh(&built) {
+            return checked(built);
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let started = Instant::now();
         let out = Command::new(&cargo)
@@ -67,18 +71,47 @@ pub fn plugins() -> &'static Plugins {
         );
         eprintln!("built the DCS plugins in {:?}", started.elapsed());
         drop(lock);
-        located(profile)
+        checked(built)
     })
+}
+
+/// Every library was built after this test binary and after every source file of the plugin
+/// crates, so cargo would have nothing to do. nextest runs each test in its own process; this
+/// keeps it to one cargo run per test run.
+fn fresh(p: &Plugins) -> bool {
+    let mtime = |f: &Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
+    let libs: Option<Vec<_>> =
+        [&p.etcd, &p.faulty, &p.wrong_abi, &p.no_entry].iter().map(|f| mtime(f)).collect();
+    let Some(oldest_lib) = libs.and_then(|v| v.into_iter().min()) else { return false };
+    let Some(mut newest_input) = std::env::current_exe().ok().and_then(|e| mtime(&e)) else { return false };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("dcs-plugins");
+    for dir in ["etcd", "etcd/src", "faulty", "faulty/src", "faulty/examples"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { return false };
+        for e in entries.flatten() {
+            if let Some(t) = mtime(&e.path()) {
+                newest_input = newest_input.max(t);
+            }
+        }
+    }
+    oldest_lib > newest_input
 }
 
 /// The libraries as `cargo build` lays them out under `profile` (e.g. `target/debug`).
 fn located(profile: PathBuf) -> Plugins {
-    let p = Plugins {
+    checked(paths(profile))
+}
+
+fn paths(profile: PathBuf) -> Plugins {
+    Plugins {
         etcd: profile.join("libdcs_etcd.so"),
         faulty: profile.join("libdcs_faulty.so"),
         wrong_abi: profile.join("examples/libdcs_wrong_abi.so"),
         no_entry: profile.join("examples/libdcs_no_entry.so"),
-    };
+    }
+}
+
+/// `p`, after checking every library exists.
+fn checked(p: Plugins) -> Plugins {
     for f in [&p.etcd, &p.faulty, &p.wrong_abi, &p.no_entry] {
         assert!(f.is_file(), "{} was not built", f.display());
     }
@@ -324,6 +357,16 @@ async fn the_factory_reports_a_broken_plugin_section_as_a_config_error() {
         panic!("a plugin section needs a path")
     };
     assert!(matches!(err, DcsError::Config(ref m) if m.contains("plugin.path")), "{err}");
+    let section = DcsSection::Plugin(PluginConfig {
+        path: Some(p.faulty.clone()),
+        config: Some(serde_yaml_ng::from_str("faults: {create: unavailable}").expect("yaml")),
+    });
+    let Err(err) =
+        praetor::dcs::factory::connect(&section, params("factory-down", "pg0", Duration::from_secs(1))).await
+    else {
+        panic!("the store is down")
+    };
+    assert!(matches!(err, DcsError::Unavailable(ref m) if m.contains("injected outage")), "{err}");
 }
 
 /// The contract suite through `libdcs_etcd.so`, against a real etcd.
