@@ -77,6 +77,7 @@ impl TaskCx {
         let r = self.pg.start(conf).await;
         self.set_label(None);
         r.context("start postgres")?;
+        self.rs.lock().expect("role lock").started_by_us = true;
         let before = self.rs.lock().expect("role lock").role.clone();
         let changed = self.set_role(role.clone()) && before != Role::Uninitialized;
         self.callbacks.fire(
@@ -265,8 +266,13 @@ impl Ha {
             let body = body.clone();
             async move {
                 for _ in 0..2 {
-                    if let Ok(r) = http.post(&url).json(&body).send().await {
-                        return r.status().as_u16() == 200;
+                    match http.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().as_u16() == 200 => return true,
+                        Ok(r) => {
+                            info!("POST {url} answered {}", r.status());
+                            return false;
+                        }
+                        Err(e) => info!("Request failed: POST {url} ({e})"),
                     }
                 }
                 false
@@ -608,6 +614,7 @@ impl Ha {
                     match r {
                         Ok(_) => {
                             cx.set_role(Role::Primary);
+                            cx.rs.lock().expect("role lock").started_by_us = true;
                             cx.callbacks.fire(CallbackAction::OnStart, "primary");
                             Finished::Bootstrap { ok: true }
                         }

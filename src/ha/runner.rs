@@ -360,6 +360,8 @@ pub(super) struct TaskDone {
 pub(super) struct RoleState {
     pub(super) role: Role,
     pub(super) label: Option<String>,
+    /// This agent started PostgreSQL itself (and fired `on_start` then).
+    pub(super) started_by_us: bool,
 }
 
 /// The HA task.
@@ -423,7 +425,11 @@ impl Ha {
             shared,
             status_tx,
             mem: Memory::default(),
-            rs: Arc::new(Mutex::new(RoleState { role: Role::Uninitialized, label: None })),
+            rs: Arc::new(Mutex::new(RoleState {
+                role: Role::Uninitialized,
+                label: None,
+                started_by_us: false,
+            })),
             task: None,
             done_tx,
             done_rx,
@@ -552,6 +558,11 @@ impl Ha {
         };
         if let Err(e) = &cluster {
             error!("Error communicating with DCS: {e}");
+            debug!(
+                failsafe_mode = self.dynamic.failsafe_mode,
+                last_failsafe = ?self.mem.last_failsafe,
+                "DCS unavailable"
+            );
         }
         if let Ok(c) = &cluster {
             self.dcs_last_seen = chrono::Utc::now().timestamp().max(0) as u64;
@@ -592,6 +603,9 @@ impl Ha {
             match d.step.clone() {
                 Some(step) if guard < 10 => {
                     guard += 1;
+                    if cluster.is_err() {
+                        info!("step {step} while the DCS is not accessible");
+                    }
                     debug!("step {step}");
                     self.perform_step(step, cluster.as_ref().ok(), &pg, &mut steps).await;
                 }
@@ -616,7 +630,8 @@ impl Ha {
                 break;
             }
         }
-        if !cb_before && self.mem.cb_called {
+        if !cb_before && self.mem.cb_called && !self.rs.lock().expect("role lock").started_by_us {
+            // PostgreSQL was already running when the agent started (Patroni `cb_called`).
             self.callbacks.fire(CallbackAction::OnStart, self.role().as_str());
         }
         if let Ok(c) = &cluster {

@@ -167,7 +167,7 @@ postgresql:
         fn start_agent(&mut self, i: usize) {
             let n = &mut self.nodes[i];
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
-            cmd.arg(&n.cfg).env("RUST_LOG", "info").env("PRAETOR_TEST_NODE", &n.name);
+            cmd.arg(&n.cfg).env("RUST_LOG", "info,praetor::ha=debug").env("PRAETOR_TEST_NODE", &n.name);
             n.agent = Some(ChildGuard::spawn(&n.name, &mut cmd, &n.log));
         }
 
@@ -457,6 +457,10 @@ postgresql:
         })
         .await;
         assert!(ok, "callbacks: {:?} {:?} {:?}", c.calls(0), c.calls(1), c.calls(2));
+        // Exactly once per node: on_start is not repeated when the loop first sees PostgreSQL up.
+        for i in 0..3 {
+            assert_eq!(c.calls(i).len(), 1, "{}: {:?}", c.nodes[i].name, c.calls(i));
+        }
 
         // Switchover to a named candidate with writes running: no acknowledged write lost.
         c.sql(leader, "CREATE TABLE acked(id int PRIMARY KEY)").await.expect("create table");
@@ -601,6 +605,8 @@ postgresql:
         })
         .await;
         assert!(ok, "/failsafe not written\n{}", c.logs());
+        // Let every member read the new /failsafe once (the leader judges from its last read).
+        tokio::time::sleep(Duration::from_secs(3 * LOOP_WAIT)).await;
         let leader = c.wait_healthy(Duration::from_secs(30)).await;
         c.etcd.kill_member(0);
         tokio::time::sleep(Duration::from_secs(TTL + 5)).await;
