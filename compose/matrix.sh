@@ -135,8 +135,24 @@ save_logs() {
 }
 
 # --- the checks ------------------------------------------------------------------------------------------------
+dcs_healthy() {
+  local m
+  case "$DCS" in
+    etcd) for m in etcd1 etcd2 etcd3; do
+            docker exec "$(cid $m)" curl -s -m 2 http://127.0.0.1:2379/health 2>/dev/null | grep -q '"health":"true"' || return 1
+          done ;;
+    consul) docker exec "$(cid consul)" curl -s -m 2 http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q . ;;
+    zookeeper) docker exec "$(cid zookeeper)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181 && printf srvr >&3 && cat <&3' \
+                 2>/dev/null | grep -q 'Mode: standalone' ;;
+  esac
+}
+
 check_healthy() {
   local t0=$SECONDS
+  if ! wait_until 90 "the DCS ($DCS) to answer" dcs_healthy; then
+    record healthy FAIL "the DCS ($DCS) did not become healthy: $(dc ps 2>/dev/null | tail -n +3 | awk '{print $1, $(NF-1), $NF}' | tr '\n' ';')"
+    return 1
+  fi
   if wait_until $((TIMEOUT + 60)) "1 leader + 2 streaming replicas" healthy; then
     record healthy PASS "after $((SECONDS - t0))s: $(states)"
   else
@@ -231,23 +247,29 @@ check_switchover() {
   fi
 }
 
-demoted_and_replaced() { # old: another node leads and old is read-only
-  local l; l="$(leaders | grep -vx "$1")"
-  [ -n "$l" ] && [ "$(local_sql "$1" 'SELECT pg_is_in_recovery()')" = t ] && NEW_LEADER="$l"
+demoted_and_replaced() { # old: another node leads and old is read-only (first times seen: T_LEAD, T_RO)
+  local l ro; l="$(leaders | grep -vx "$1")"
+  ro="$(local_sql "$1" 'SELECT pg_is_in_recovery()')"
+  [ -n "$l" ] && [ -z "$T_LEAD" ] && T_LEAD=$((SECONDS - T_CUT))
+  # Writable no more: shutting down (no answer) or in recovery.
+  [ "$ro" != f ] && [ -z "$T_NOWRITE" ] && T_NOWRITE=$((SECONDS - T_CUT))
+  [ "$ro" = t ] && [ -z "$T_RO" ] && T_RO=$((SECONDS - T_CUT))
+  [ -n "$l" ] && [ "$ro" = t ] && NEW_LEADER="$l"
 }
 
 check_partition() {
   local old; old="$(leaders)"
   [ "$(wc -w <<<"$old")" = 1 ] || { record partition FAIL "no single leader: $(states)"; return 1; }
   CUT="$old"
-  local t0=$SECONDS
+  local t0=$SECONDS since; since="$(date -u +%Y-%m-%dT%H:%M:%S)"
+  T_CUT=$SECONDS T_LEAD="" T_RO="" T_NOWRITE=""
   docker network disconnect "${NETWORK}" "$(cid "$old")" ||
     { record partition FAIL "docker network disconnect failed"; return 1; }
   if wait_until "$TIMEOUT" "$old read-only and another leader" demoted_and_replaced "$old"; then
     local served="no"
     wait_until 30 "a write through HAProxy" write_served && served="yes"
     if [ "$served" = yes ]; then
-      record partition PASS "$old demoted (read-only), $NEW_LEADER leads after $((SECONDS - t0))s; writes served"
+      record partition PASS "$old refuses writes after ${T_NOWRITE}s, read-only after ${T_RO}s; $NEW_LEADER leads after ${T_LEAD}s; writes served"
     else
       record partition FAIL "$NEW_LEADER leads but HAProxy serves no writes"; return 1
     fi
@@ -255,6 +277,8 @@ check_partition() {
     local ro; ro="$(local_sql "$old" 'SELECT pg_is_in_recovery()')"
     record partition FAIL "$(states); $old in recovery: ${ro:-no answer}"; return 1
   fi
+  # The cut node's log over the partition, for whoever reads the run afterwards.
+  docker logs --since "$since" "$(cid "$old")" >"$WORK/partition-$old.log" 2>&1
 }
 
 check_reconnect() {

@@ -3,7 +3,7 @@
 #
 #   praetor-node node [config]   praetor + PostgreSQL: prepare the data volume and the socket directory, then run
 #                                praetor as the postgres user with /etc/praetor/praetor.yml (or the given file)
-#   praetor-node zookeeper       a standalone ZooKeeper on port 2181 (data in /var/lib/zookeeper)
+#   praetor-node zookeeper       a standalone ZooKeeper on port 2181 (data in /var/lib/zookeeper-standalone)
 #   praetor-node <command...>    run the command as is (etcd, consul-api-server, haproxy, bash)
 set -euo pipefail
 
@@ -19,12 +19,13 @@ case "${1:-node}" in
     exec setpriv --reuid=postgres --regid=postgres --init-groups praetor "$cfg"
     ;;
   zookeeper)
-    mkdir -p /var/lib/zookeeper
+    # Not /var/lib/zookeeper: Debian's package leaves a placeholder `myid` there, which ZooKeeper rejects.
+    mkdir -p /var/lib/zookeeper-standalone
     cat >/tmp/zoo.cfg <<EOF
 tickTime=500
 initLimit=10
 syncLimit=5
-dataDir=/var/lib/zookeeper
+dataDir=/var/lib/zookeeper-standalone
 clientPort=2181
 maxSessionTimeout=60000
 minSessionTimeout=1000
