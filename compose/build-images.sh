@@ -120,14 +120,16 @@ else
 fi
 
 # --- the thin layer: praetor's binaries -------------------------------------------------------------
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')" || TARGET_DIR="$ROOT/target"
 if [ "$PROFILE" = release ]; then
   say "cargo build --release (praetor, praetorctl, consul-api-server)"
   (cd "$ROOT" && cargo build --release -q -p praetor -p consul-api-server --bins)
-  BIN="$ROOT/target/release"
+  BIN="$TARGET_DIR/release"
 else
   say "cargo build (debug: praetor, praetorctl, consul-api-server)"
   (cd "$ROOT" && cargo build -q -p praetor -p consul-api-server --bins)
-  BIN="$ROOT/target/debug"
+  BIN="$TARGET_DIR/debug"
 fi
 
 CTX="$CACHE/node-context"
