@@ -939,6 +939,49 @@ mod tests {
         assert_eq!(configured_upstream(d.path()), None);
     }
 
+    fn load(yaml: &str) -> Config {
+        let opts = crate::config::LoadOptions::default();
+        match crate::config::load_str(yaml, &opts) {
+            Ok(l) => l.config,
+            Err(e) => panic!("config: {:?}", e.0),
+        }
+    }
+
+    const YAML: &str = "scope: demo\nname: pg1\nrestapi: {listen: 127.0.0.1:8009, connect_address: 127.0.0.1:8009}\n\
+        etcd3: {hosts: ['127.0.0.1:2379']}\n\
+        bootstrap: {dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10, postgresql: {use_pg_rewind: true, parameters: {max_connections: 50}}}}\n\
+        postgresql: {listen: '127.0.0.1:5433', connect_address: '127.0.0.1:5433', data_dir: /tmp/x/pg1, pgpass: /tmp/x/pgpass,\n\
+          authentication: {superuser: {username: postgres, password: a}, replication: {username: rep, password: b}},\n\
+          parameters: {work_mem: 8MB}}\n\
+        tags: {failover_priority: 0, clonefrom: true, replicatefrom: pg0}\n";
+
+    #[test]
+    fn config_maps_to_controller_settings_and_identity() {
+        let cfg = load(YAML);
+        let d = cfg.bootstrap.dcs.clone();
+        let s = pg_settings(&cfg, &d);
+        assert_eq!(s.name, "pg1");
+        assert_eq!(s.listen, "127.0.0.1:5433");
+        assert_eq!(s.replication.username, "rep");
+        assert_eq!(s.dynamic_parameters.get("max_connections"), Some(&json!(50)));
+        assert_eq!(s.parameters.get("work_mem"), Some(&json!("8MB")));
+        assert!(s.use_pg_rewind);
+        let wd = Watchdog::from_config(&crate::config::validate::WatchdogConfig {
+            mode: crate::config::validate::WatchdogMode::Off,
+            device: "/nonexistent".into(),
+            safety_margin: 5,
+        });
+        let me = identity(&cfg, &wd);
+        // failover_priority 0 means nofailover (Patroni 4).
+        assert!(me.tags.nofailover);
+        assert_eq!(me.tags.failover_priority, 0);
+        assert!(me.tags.clonefrom);
+        assert_eq!(me.tags.replicatefrom.as_deref(), Some("pg0"));
+        let p = policy(&cfg, &d);
+        assert!(p.can_rewind, "use_pg_rewind with the default wal_log_hints=on");
+        assert_eq!(timing(&d).ttl, Duration::from_secs(30));
+    }
+
     #[test]
     fn timing_rule_holds_for_the_defaults() {
         assert!(timing(&DynamicConfig::default()).demotes_before_lease_expiry());
