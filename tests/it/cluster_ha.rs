@@ -617,6 +617,23 @@ postgresql:
         c.etcd.restart_member(0).await;
         let again = c.wait_healthy(Duration::from_secs(60)).await;
         assert_eq!(again, leader);
+
+        // SIGHUP reloads the local configuration: a new custom tag is published.
+        let n = &c.nodes[leader];
+        let mut yaml = std::fs::read_to_string(&n.cfg).expect("read config");
+        yaml.push_str("tags:\n  dc: east\n");
+        std::fs::write(&n.cfg, yaml).expect("write config");
+        let pid = n.agent.as_ref().and_then(|a| a.pid()).expect("agent pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)
+            .expect("send SIGHUP");
+        let ok = wait_for(Duration::from_secs(10), || async {
+            c.status(leader).await.is_some_and(|v| v["tags"]["dc"] == "east")
+                && c.key(&format!("members/{}", c.nodes[leader].name))
+                    .await
+                    .is_some_and(|m| m.contains("\"dc\":\"east\""))
+        })
+        .await;
+        assert!(ok, "SIGHUP did not reload the tags\n{}", c.logs());
         c.stop_all();
     }
 }
