@@ -363,6 +363,22 @@ postgresql:
         assert_patroni_keys(&c, leader).await;
         assert!(c.log(leader).contains(&format!("no action. I am (pg{leader}), the leader with the lock")));
 
+        // Make one replica lag by more than maximum_lag_on_failover: freeze its WAL receiver and
+        // write ~8 MB on the leader (ha.py: is_lagging / _is_healthiest_node).
+        let lagging = (leader + 1) % 3;
+        let walrcv = c
+            .scalar(lagging, "SELECT pid FROM pg_stat_wal_receiver")
+            .await
+            .and_then(|p| p.parse::<i32>().ok())
+            .expect("wal receiver pid of the lagging replica");
+        let walrcv = nix::unistd::Pid::from_raw(walrcv);
+        nix::sys::signal::kill(walrcv, nix::sys::signal::Signal::SIGSTOP).expect("freeze the wal receiver");
+        c.sql(leader, "CREATE TABLE filler AS SELECT repeat('x', 1000) AS x FROM generate_series(1, 8000)")
+            .await
+            .expect("write filler");
+        // The leader publishes the new optime in /status within a cycle.
+        tokio::time::sleep(Duration::from_secs(3 * LOOP_WAIT)).await;
+
         // Unplanned failover: the leader's agent and its postmaster die together.
         assert!(c.accepts_writes(leader).await);
         c.nodes[leader].agent.as_mut().expect("agent").kill();
@@ -378,9 +394,16 @@ postgresql:
         })
         .await;
         let took = killed.elapsed();
+        let _ = nix::sys::signal::kill(walrcv, nix::sys::signal::Signal::SIGCONT);
         let Some(new_leader) = new_leader else {
             panic!("no node accepted writes after the leader died\n{}", c.logs())
         };
+        assert_ne!(new_leader, lagging, "the lagging replica was promoted\n{}", c.logs());
+        assert!(
+            c.log(lagging).contains("My wal position exceeds maximum replication lag"),
+            "the lagging replica did not judge itself by its lag\n{}",
+            c.logs()
+        );
         // ttl + loop_wait plus a margin for the promotion itself and a loaded CI machine.
         assert!(took <= Duration::from_secs(TTL + LOOP_WAIT + 8), "failover took {took:?}");
         assert!(took >= Duration::from_secs(3), "failover before the lease could expire: {took:?}");
