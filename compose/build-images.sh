@@ -136,6 +136,8 @@ CTX="$CACHE/node-context"
 rm -rf "$CTX"
 mkdir -p "$CTX"
 cp "$BIN/praetor" "$BIN/praetorctl" "$BIN/consul-api-server" "$ROOT/compose/node-entrypoint.sh" "$CTX/"
+# Debug info makes the debug binaries several hundred MB; the containers do not need it.
+if command -v strip >/dev/null; then strip --strip-debug "$CTX/praetor" "$CTX/praetorctl" "$CTX/consul-api-server"; fi
 BINHASH="$(cd "$CTX" && sha256sum praetor praetorctl consul-api-server node-entrypoint.sh | sha256sum | cut -c1-16)"
 BASE_ID="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
 if [ "$(image_label "$NODE_IMAGE" praetor.binhash)" = "$BINHASH" ] &&
@@ -150,7 +152,12 @@ COPY node-entrypoint.sh /usr/local/bin/praetor-node
 LABEL praetor.binhash=$BINHASH praetor.base=$BASE_ID
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/praetor-node"]
 EOF
+OLD_NODE_ID="$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE" 2>/dev/null || true)"
 say "docker build -> $NODE_IMAGE"
 docker build --network none -t "$NODE_IMAGE" "$CTX" >"$CACHE/docker-build.log" 2>&1 ||
   { cat "$CACHE/docker-build.log" >&2; die "docker build failed"; }
+# The previous node image (now untagged) is ours: drop it unless a container still uses it.
+if [ -n "$OLD_NODE_ID" ] && [ "$OLD_NODE_ID" != "$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")" ]; then
+  docker rmi "$OLD_NODE_ID" >/dev/null 2>&1 || true
+fi
 say "$NODE_IMAGE built (binaries $BINHASH, $PROFILE)"
