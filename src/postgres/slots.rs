@@ -180,7 +180,7 @@ pub async fn existing(client: &Client) -> Result<Vec<ExistingSlot>, tokio_postgr
     let rows = client
         .query(
             "SELECT slot_name::text, slot_type, database::text, plugin::text, active_pid \
-             FROM pg_catalog.pg_replication_slots ORDER BY slot_name",
+             FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name",
             &[],
         )
         .await?;

@@ -219,12 +219,11 @@ impl EtcdServer {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(r) = http.get(&url).send().await {
-                if let Ok(body) = r.text().await {
-                    if body.contains(r#""health":"true""#) {
-                        return;
-                    }
-                }
+            if let Ok(r) = http.get(&url).send().await
+                && let Ok(body) = r.text().await
+                && body.contains(r#""health":"true""#)
+            {
+                return;
             }
             let m = &mut self.members[i];
             let p = m.process.as_mut().expect("member was spawned");

@@ -102,10 +102,10 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::env::var_os("PRAETOR_KEEP_TEST_DIRS").is_some() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("keeping test directory {}", d.keep().display());
-            }
+        if std::env::var_os("PRAETOR_KEEP_TEST_DIRS").is_some()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("keeping test directory {}", d.keep().display());
         }
     }
 }
