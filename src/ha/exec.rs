@@ -773,36 +773,17 @@ impl Ha {
     }
 }
 
-/// Create and drop member slots on the primary. Like `Postgres::sync_slots`, but temporary slots
-/// (`pg_basebackup_<pid>` of a running clone) are never considered: Patroni reads
-/// `pg_replication_slots WHERE NOT temporary`.
+/// Create and drop member slots on the primary. Temporary slots (`pg_basebackup_<pid>` of a running
+/// clone) are never considered: `slots::existing` reads `pg_replication_slots WHERE NOT temporary`.
 async fn sync_member_slots(
     pg: &Postgres,
     mut inputs: crate::postgres::slots::SlotInputs,
 ) -> Result<(), crate::postgres::PgError> {
-    use crate::postgres::slots::{ExistingSlot, SlotSpec, SlotType, apply, plan};
+    use crate::postgres::slots::{apply, existing, plan};
     let client = pg.connect().await?;
-    let sql = "SELECT slot_name::text, slot_type, database::text, plugin::text, active_pid \
-               FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY slot_name";
-    let rows = client
-        .query(sql, &[])
+    inputs.existing = existing(&client)
         .await
         .map_err(|e| crate::postgres::PgError::Sql { op: "list slots", msg: e.to_string() })?;
-    inputs.existing = rows
-        .iter()
-        .filter_map(|r| {
-            let ty: String = r.try_get(1).ok()?;
-            Some(ExistingSlot {
-                spec: SlotSpec {
-                    name: r.try_get(0).ok()?,
-                    slot_type: SlotType::parse(&ty).unwrap_or(SlotType::Physical),
-                    database: r.try_get(2).ok()?,
-                    plugin: r.try_get(3).ok()?,
-                },
-                active_pid: r.try_get(4).ok()?,
-            })
-        })
-        .collect();
     let p = plan(&inputs);
     if p.create.is_empty() && p.drop.is_empty() {
         return Ok(());
