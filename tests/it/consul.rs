@@ -747,222 +747,69 @@ async fn tls_with_cacert_client_certificate_and_verify_settings() {
 /// the leader dies, and a switchover through the `failover` key (PATRONI-COMPAT §6.2–§6.5).
 mod praetor_cluster {
     use super::*;
-    use crate::support::postgres::PgCluster;
-    use crate::support::{ChildGuard, wait_for};
+    use crate::support::agents::{AgentCluster, BoxFut, Store};
     use consul_api_server::ConsulApiServer;
-    use std::process::Command;
-    use std::time::Instant;
 
-    const TTL: u64 = 10;
-    const LOOP_WAIT: u64 = 1;
-    const SCOPE: &str = "hacons";
-
-    struct Node {
-        name: String,
-        api: u16,
-        data_dir: std::path::PathBuf,
-        agent: Option<ChildGuard>,
-    }
-
-    struct Cluster {
-        nodes: Vec<Node>,
+    struct Model {
         server: ConsulApiServer,
         http: reqwest::Client,
-        // Declared last: postmasters are stopped after the agents.
-        _pg: PgCluster,
     }
 
-    impl Cluster {
-        async fn start() -> Option<Cluster> {
-            let bin = crate::support::postgres::require_pg()?;
-            // session_ttl_min 1s (a Consul agent setting) so that ttl 10 gives 5 s sessions.
-            let server = start_model(fast_options()).await;
-            let mut pg = PgCluster::new("consul-ha", bin.clone());
-            let mut nodes = Vec::new();
-            for i in 0..3 {
-                let name = format!("pg{i}");
-                let s = pg.node(&name);
-                let home = s.data_dir.parent().expect("node home").to_path_buf();
-                let api = crate::support::free_port();
-                let cfg = pg.dir.join(format!("{name}.yml"));
-                let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).unwrap();
-                let yaml = format!(
-                    r#"scope: {SCOPE}
-name: {name}
-restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
-consul:
-  url: {url}
-bootstrap:
-  dcs:
-    ttl: {TTL}
-    loop_wait: {LOOP_WAIT}
-    retry_timeout: 3
-    maximum_lag_on_failover: 1048576
-    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_log_hints: "on"
-        max_wal_senders: 10
-        max_replication_slots: 10
-  initdb:
-    - encoding: UTF8
-    - locale: C
-postgresql:
-  listen: 127.0.0.1:{port}
-  connect_address: 127.0.0.1:{port}
-  data_dir: {data}
-  bin_dir: {bin}
-  pgpass: {pgpass}
-  pg_ctl_timeout: 30
-  authentication:
-    superuser: {{username: postgres, password: su-secret}}
-    replication: {{username: replicator, password: rep-secret}}
-    rewind: {{username: rewinder, password: rw-secret}}
-  parameters:
-    unix_socket_directories: {home}
-    shared_buffers: 16MB
-    fsync: "off"
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-watchdog:
-  mode: "off"
-"#,
-                    url = server.url(),
-                    port = s.listen_hosts_port().1,
-                    data = q(&s.data_dir),
-                    bin = q(&bin),
-                    pgpass = q(&s.pgpass),
-                    home = q(&home),
-                );
-                std::fs::write(&cfg, yaml).expect("write the agent configuration");
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
-                cmd.arg(&cfg).env("RUST_LOG", "info");
-                let agent = ChildGuard::spawn(&name, &mut cmd, &pg.dir.join(format!("{name}.log")));
-                nodes.push(Node { name, api, data_dir: s.data_dir.clone(), agent: Some(agent) });
-            }
-            let http =
-                reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
-            Some(Cluster { nodes, server, http, _pg: pg })
+    impl Store for Model {
+        fn yaml(&self) -> String {
+            format!("consul:\n  url: {}\n", self.server.url())
         }
-
-        fn logs(&self) -> String {
-            self.nodes
-                .iter()
-                .filter_map(|n| n.agent.as_ref().map(|a| a.log_tail(5000)))
-                .collect::<Vec<_>>()
-                .join("\n")
+        fn leader(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let v = self
+                .server
+                .kv_entry(&format!("service/{scope}/leader"))
+                .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+            Box::pin(async move { v })
         }
-
-        async fn roles(&self) -> (Vec<usize>, Vec<usize>) {
-            let (mut p, mut s) = (Vec::new(), Vec::new());
-            for (i, n) in self.nodes.iter().enumerate() {
-                let Ok(r) = self.http.get(format!("http://127.0.0.1:{}/patroni", n.api)).send().await else {
-                    continue;
-                };
-                let Ok(v) = r.json::<Value>().await else { continue };
-                if v["role"] == "primary" && v["state"] == "running" {
-                    p.push(i);
-                }
-                if v["role"] == "replica" && v["replication_state"] == "streaming" {
-                    s.push(i);
-                }
-            }
-            (p, s)
-        }
-
-        async fn wait_healthy(&self, timeout: Duration) -> usize {
-            let leader = std::cell::Cell::new(None);
-            let ok = wait_for(timeout, || async {
-                let (p, s) = self.roles().await;
-                leader.set(p.first().copied());
-                p.len() == 1
-                    && s.len() == 2
-                    && self.leader_key().as_deref() == Some(self.nodes[p[0]].name.as_str())
+        fn put_failover(&self, scope: &str, value: String) -> BoxFut<'_, ()> {
+            let url = format!("{}/v1/kv/service/{scope}/failover", self.server.url());
+            Box::pin(async move {
+                assert!(self.http.put(url).body(value).send().await.unwrap().status().is_success());
             })
-            .await;
-            assert!(ok, "cluster not healthy within {timeout:?}\n{}", self.logs());
-            leader.get().expect("set when healthy")
         }
-
-        fn leader_key(&self) -> Option<String> {
-            self.server
-                .kv_entry(&format!("service/{SCOPE}/leader"))
-                .map(|e| String::from_utf8_lossy(&e.value).into_owned())
-        }
-
-        fn stop_all(&mut self) {
-            for n in self.nodes.iter_mut().rev() {
-                if let Some(mut a) = n.agent.take() {
-                    a.stop(Duration::from_secs(40));
-                }
-            }
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            self.stop_all();
+        fn failover(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let v = self
+                .server
+                .kv_entry(&format!("service/{scope}/failover"))
+                .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+            Box::pin(async move { v })
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn praetor_bootstraps_fails_over_and_switches_over_on_the_consul_model() {
-        let Some(mut c) = Cluster::start().await else { return };
-        let leader = c.wait_healthy(Duration::from_secs(120)).await;
+        // session_ttl_min 1s (a Consul agent setting) so that ttl 10 gives 5 s sessions.
+        let server = start_model(fast_options()).await;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
+        let model = Model { server, http };
+        let Some(mut c) = AgentCluster::start("hacons", &model) else { return };
+        let leader = c.wait_healthy(&model, Duration::from_secs(120)).await;
         // The leader key and every member key are bound to their agent's session.
-        for e in
-            c.server.kv_entries().iter().filter(|e| e.key.contains("/members/") || e.key.ends_with("/leader"))
+        for e in model
+            .server
+            .kv_entries()
+            .iter()
+            .filter(|e| e.key.contains("/members/") || e.key.ends_with("/leader"))
         {
             let sid = e.session.as_deref().unwrap_or_else(|| panic!("{} has no session", e.key));
-            let s = c.server.sessions().into_iter().find(|s| s.id == sid).expect("live session");
+            let s = model.server.sessions().into_iter().find(|s| s.id == sid).expect("live session");
             assert_eq!(s.ttl, "5.0s", "ttl/2");
             assert_eq!(s.behavior, consul_api_server::Behavior::Delete);
         }
 
         // Unplanned failover: the leader's agent and postmaster die; its session expires after
         // 2×(ttl/2) and another member takes the key.
-        c.nodes[leader].agent.as_mut().expect("agent").kill();
-        if let Ok(Some(pf)) = praetor::postgres::postmaster::PidFile::read(&c.nodes[leader].data_dir) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        let killed = Instant::now();
-        let new_leader = std::cell::Cell::new(None);
-        let ok = wait_for(Duration::from_secs(TTL + LOOP_WAIT + 30), || async {
-            let (p, _) = c.roles().await;
-            let n = p.first().copied().filter(|i| *i != leader);
-            new_leader.set(n);
-            n.is_some_and(|n| c.leader_key().as_deref() == Some(c.nodes[n].name.as_str()))
-        })
-        .await;
-        assert!(ok, "no failover after the leader died\n{}", c.logs());
-        let took = killed.elapsed();
+        let (new_leader, took) = c.fail_over(&model, leader).await;
         assert!(took >= Duration::from_secs(3), "failover before the session could expire: {took:?}");
-        let new_leader = new_leader.get().expect("set");
 
         // Switchover through the `failover` key to the remaining replica.
         let cand = (0..3).find(|i| *i != leader && *i != new_leader).expect("a third node");
-        let ok = wait_for(Duration::from_secs(60), || async { c.roles().await.1.contains(&cand) }).await;
-        assert!(ok, "{} does not stream from the new leader\n{}", c.nodes[cand].name, c.logs());
-        let url = format!("{}/v1/kv/service/{SCOPE}/failover", c.server.url());
-        let body = json!({"leader": c.nodes[new_leader].name, "member": c.nodes[cand].name}).to_string();
-        assert!(c.http.put(url).body(body).send().await.unwrap().status().is_success());
-        let ok = wait_for(Duration::from_secs(60), || async {
-            c.roles().await.0 == vec![cand] && c.leader_key().as_deref() == Some(c.nodes[cand].name.as_str())
-        })
-        .await;
-        assert!(ok, "switchover to {} did not happen\n{}", c.nodes[cand].name, c.logs());
-        let fo = c.server.kv_entry(&format!("service/{SCOPE}/failover")).map(|e| e.value);
-        let cleared = wait_for(Duration::from_secs(10), || async {
-            c.server.kv_entry(&format!("service/{SCOPE}/failover")).is_none_or(|e| e.value == b"{}")
-        })
-        .await;
-        assert!(cleared, "failover key not cleared: {fo:?}");
+        c.switch_over(&model, new_leader, cand).await;
         c.stop_all();
     }
 }

@@ -901,3 +901,55 @@ async fn znodes_written_by_praetor_are_read_correctly_by_patroni() {
     assert_eq!(seen["leader"], Value::Null);
     assert_eq!(seen["members"], json!([]), "the session restart dropped the member key, as in Patroni");
 }
+
+/// praetor's own agents on a real ZooKeeper: three nodes bootstrap, an unplanned failover when the
+/// leader dies (its session expires after `ttl`), and a switchover through the `failover` key
+/// (PATRONI-COMPAT §6.2–§6.5). Serial: the path contains `cluster::`.
+mod cluster {
+    use crate::support::agents::{AgentCluster, BoxFut, Store};
+    use crate::support::zookeeper::{ZooKeeperServer, raw_get, raw_put};
+    use std::time::Duration;
+
+    struct Zk {
+        server: ZooKeeperServer,
+        client: zookeeper_client::Client,
+    }
+
+    impl Store for Zk {
+        fn yaml(&self) -> String {
+            format!("zookeeper:\n  hosts:\n    - {}\n", self.server.host())
+        }
+        fn leader(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let path = format!("/service/{scope}/leader");
+            Box::pin(async move { raw_get(&self.client, &path).await.map(|(v, _, _)| v) })
+        }
+        fn put_failover(&self, scope: &str, value: String) -> BoxFut<'_, ()> {
+            let path = format!("/service/{scope}/failover");
+            Box::pin(async move { raw_put(&self.client, &path, &value).await })
+        }
+        fn failover(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let path = format!("/service/{scope}/failover");
+            Box::pin(async move { raw_get(&self.client, &path).await.map(|(v, _, _)| v) })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn praetor_bootstraps_fails_over_and_switches_over_on_zookeeper() {
+        let Some(server) = ZooKeeperServer::start().await else { return };
+        let client = server.client().await;
+        let zk = Zk { server, client };
+        let Some(mut c) = AgentCluster::start("hazk", &zk) else { return };
+        let leader = c.wait_healthy(&zk, Duration::from_secs(120)).await;
+        // The leader znode is ephemeral, owned by the leader's session.
+        let (name, _, owner) = raw_get(&zk.client, "/service/hazk/leader").await.expect("leader znode");
+        assert_eq!(name, c.nodes[leader].name);
+        assert_ne!(owner, 0, "the leader znode must be ephemeral");
+
+        let (new_leader, took) = c.fail_over(&zk, leader).await;
+        // The ephemeral key only goes when the dead agent's session expires (ttl).
+        assert!(took >= Duration::from_secs(3), "failover before the session could expire: {took:?}");
+        let cand = (0..3).find(|i| *i != leader && *i != new_leader).expect("a third node");
+        c.switch_over(&zk, new_leader, cand).await;
+        c.stop_all();
+    }
+}

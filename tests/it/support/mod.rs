@@ -6,6 +6,7 @@
 //! Real servers live in submodules (`etcd`). Everything listens on 127.0.0.1 only.
 #![allow(dead_code)] // each test module uses a part of the harness
 
+pub mod agents;
 #[cfg(feature = "consul")]
 pub mod consul;
 pub mod etcd;
