@@ -269,52 +269,17 @@ mod cluster {
     use super::*;
     use crate::support::postgres::PgCluster;
     use crate::support::zookeeper::{PATRONI_VERSION, ZooKeeperServer};
-    use crate::support::{ChildGuard, free_port, in_ci};
+    use crate::support::{ChildGuard, free_port};
     use std::process::Command;
     use std::time::{Duration, Instant};
 
     /// A venv of the system Python (readable by the `postgres` user, unlike a pyenv under /root)
     /// with Patroni 4.1.5 for ZooKeeper and a psycopg2 driver. Built once per target dir.
     fn system_patroni_venv() -> Option<PathBuf> {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let venv = root.join(format!("patroni-{PATRONI_VERSION}-system-venv"));
-        let ready = venv.join(".praetor-ready");
-        let build = || -> Result<(), String> {
-            std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-            let lock =
-                std::fs::File::create(root.join("patroni-system-venv.lock")).map_err(|e| e.to_string())?;
-            let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| format!("lock: {e}"))?;
-            if ready.is_file() {
-                return Ok(());
-            }
-            let _ = std::fs::remove_dir_all(&venv);
-            let run = |cmd: &mut Command| -> Result<(), String> {
-                let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
-                }
-            };
-            run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
-            run(Command::new(venv.join("bin/pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                &format!("patroni[zookeeper]=={PATRONI_VERSION}"),
-                "psycopg2-binary",
-            ]))?;
-            std::fs::write(&ready, PATRONI_VERSION).map_err(|e| e.to_string())
-        };
-        match build() {
-            Ok(()) => Some(venv),
-            Err(e) if in_ci() => panic!("cannot build the Patroni venv (CI=true): {e}"),
-            Err(e) => {
-                eprintln!("SKIP: cannot build the Patroni venv: {e}");
-                None
-            }
-        }
+        crate::support::patroni::venv(
+            "system",
+            &[&format!("patroni[zookeeper]=={PATRONI_VERSION}"), "psycopg2-binary"],
+        )
     }
 
     fn patroni_yaml(name: &str, home: &Path, pg_port: u16, api_port: u16, zk: &str) -> String {

@@ -194,62 +194,11 @@ impl Fixture for ConsulFixture {
     }
 }
 
-/// The Patroni version the cross-check drives.
-pub const PATRONI_VERSION: &str = "4.1.5";
+pub use super::patroni::PATRONI_VERSION;
 
-/// A venv with `patroni[consul,psycopg3]==4.1.5`, built once per target directory under a file lock
-/// with the system `/usr/bin/python3` (the venv must be usable by the `postgres` user, which cannot
-/// reach a pyenv under /root). Returns its `bin` directory; `None` (with a SKIP message) when it
-/// cannot be built locally; panics when `CI=true`.
+/// A venv with `patroni[consul,psycopg3]==4.1.5`; returns its `bin` directory (see
+/// [`super::patroni::venv`]).
 pub fn patroni_venv() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join(format!("patroni-{PATRONI_VERSION}-consul-venv"));
-    match build_venv(&root, &venv) {
-        Ok(()) => Some(venv.join("bin")),
-        Err(e) => {
-            if crate::support::in_ci() {
-                panic!("cannot build the Patroni {PATRONI_VERSION} venv (CI=true: not skipping): {e}");
-            }
-            eprintln!("SKIP: cannot build the Patroni {PATRONI_VERSION} venv: {e}");
-            None
-        }
-    }
-}
-
-fn build_venv(root: &std::path::Path, venv: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
-    let ready = venv.join(".praetor-ready");
-    let lock_path = root.join("patroni-consul-venv.lock");
-    let lock_file =
-        std::fs::File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("lock {}: {e}", lock_path.display()))?;
-    if ready.is_file() {
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(venv);
-    let python = "/usr/bin/python3";
-    run(Command::new(python).args(["-m", "venv"]).arg(venv))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("patroni[consul,psycopg3]=={PATRONI_VERSION}"),
-    ]))?;
-    // The postgres user runs Patroni from here.
-    for dir in [root, venv] {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    }
-    std::fs::write(&ready, PATRONI_VERSION).map_err(|e| format!("write {}: {e}", ready.display()))?;
-    Ok(())
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
-    }
+    super::patroni::venv("consul", &[&format!("patroni[consul,psycopg3]=={PATRONI_VERSION}")])
+        .map(|v| v.join("bin"))
 }

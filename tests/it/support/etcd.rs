@@ -313,48 +313,10 @@ impl Drop for EtcdServer {
     }
 }
 
-/// The Patroni release the interoperability tests drive.
-pub const PATRONI_VERSION: &str = "4.1.5";
+pub use super::patroni::PATRONI_VERSION;
 
-/// A venv with `patroni[etcd3,psycopg3]==4.1.5` (from PyPI with pip), built once per target
-/// directory under a file lock. Returns its `python`; `None` with a SKIP message when it cannot be
-/// built locally; panics when `CI=true`.
+/// A venv with `patroni[etcd3,psycopg3]==4.1.5`; returns its `python` (see [`super::patroni::venv`]).
 pub fn patroni_etcd3_python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join(format!("patroni-{PATRONI_VERSION}-etcd3-venv"));
-    let build = || -> Result<(), String> {
-        std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
-        let lock = std::fs::File::create(root.join("patroni-etcd3-venv.lock")).map_err(|e| e.to_string())?;
-        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("lock the venv: {e}"))?;
-        let ready = venv.join(".praetor-ready");
-        if ready.is_file() {
-            return Ok(());
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
-            }
-        };
-        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("patroni[etcd3,psycopg3]=={PATRONI_VERSION}"),
-        ]))?;
-        std::fs::write(&ready, PATRONI_VERSION).map_err(|e| e.to_string())
-    };
-    match build() {
-        Ok(()) => Some(venv.join("bin/python")),
-        Err(e) if super::in_ci() => panic!("cannot build the Patroni {PATRONI_VERSION} venv (CI=true): {e}"),
-        Err(e) => {
-            eprintln!("SKIP: cannot build the Patroni {PATRONI_VERSION} venv: {e}");
-            None
-        }
-    }
+    super::patroni::venv("etcd3", &[&format!("patroni[etcd3,psycopg3]=={PATRONI_VERSION}")])
+        .map(|v| v.join("bin/python"))
 }

@@ -10,6 +10,7 @@ pub mod agents;
 #[cfg(feature = "consul")]
 pub mod consul;
 pub mod etcd;
+pub mod patroni;
 pub mod postgres;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;

@@ -335,63 +335,13 @@ pub async fn raw_get(client: &zookeeper_client::Client, path: &str) -> Option<(S
     }
 }
 
-/// The Patroni version the interop tests drive.
-pub const PATRONI_VERSION: &str = "4.1.5";
+pub use super::patroni::PATRONI_VERSION;
 
-/// A Python venv with `patroni[zookeeper]==4.1.5` (and a psycopg2 driver, which Patroni imports),
-/// built once per target directory under a file lock. `None` (with a SKIP message) when it cannot be
-/// built locally; panics when `CI=true`.
+/// A venv with `patroni[zookeeper]==4.1.5` and a psycopg2 driver; returns its `python` (see
+/// [`super::patroni::venv`]).
 pub fn patroni_python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join(format!("patroni-{PATRONI_VERSION}-zookeeper-venv"));
-    let python = venv.join("bin/python");
-    let ready = venv.join(".praetor-ready");
-    match build_venv(&root, &venv, &ready) {
-        Ok(()) => Some(python),
-        Err(e) => {
-            if super::in_ci() {
-                panic!("cannot build the Patroni {PATRONI_VERSION} venv (CI=true: not skipping): {e}");
-            }
-            eprintln!("SKIP: cannot build the Patroni {PATRONI_VERSION} venv: {e}");
-            None
-        }
-    }
-}
-
-fn build_venv(root: &Path, venv: &Path, ready: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
-    let lock_path = root.join("patroni-venv.lock");
-    let lock_file =
-        std::fs::File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("lock {}: {e}", lock_path.display()))?;
-    if ready.is_file() {
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(venv);
-    let python = ["python3", "/usr/bin/python3"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .ok_or("python3 is not installed")?;
-    run(Command::new(python).args(["-m", "venv"]).arg(venv))?;
-    let pip = venv.join("bin/pip");
-    run(Command::new(&pip).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("patroni[zookeeper,psycopg2-binary]=={PATRONI_VERSION}"),
-    ]))?;
-    std::fs::write(ready, PATRONI_VERSION).map_err(|e| format!("write {}: {e}", ready.display()))?;
-    Ok(())
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
-    }
+    super::patroni::venv("zookeeper", &[&format!("patroni[zookeeper,psycopg2-binary]=={PATRONI_VERSION}")])
+        .map(|v| v.join("bin/python"))
 }
 
 /// The interop driver script (`tests/fixtures/zookeeper/patroni_zk.py`).
