@@ -6,6 +6,7 @@
 //! (stop PostgreSQL, release the key, close the DCS) within `pg_ctl_timeout + 30 s`; (2) the REST
 //! server stops within 5 s; (3) logs are flushed (stderr is unbuffered).
 
+use crate::api::auth::Access;
 use crate::api::server::{AppState, serve};
 use crate::api::status::NodeStatus;
 use crate::config::{Config, LoadOptions};
@@ -47,13 +48,13 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .context("connect to the DCS")?;
     let pg = crate::postgres::Postgres::new(pg_settings(&config, &dynamic)).context("set up PostgreSQL")?;
     let shared = Arc::new(HaShared::new());
+    let dcs = crate::dcs::timed::TimedDcs::wrap(dcs, shared.metrics.clone());
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(NodeStatus::initial(&config.scope, &config.name)));
     let stop = CancellationToken::new();
     let api_stop = CancellationToken::new();
-    let api =
-        serve(&config.restapi.listen, AppState { status: status_rx, ha: shared.clone() }, api_stop.clone())
-            .await?;
+    let state = AppState::new(status_rx, shared.clone()).with_access(Access::from_config(&config.restapi));
+    let api = serve(&config.restapi, state, api_stop.clone()).await?;
     let cfg = Arc::new(config);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
     let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx).with_reload(reload_rx);

@@ -48,6 +48,7 @@ pub struct Callbacks {
     cfg: CallbackConfig,
     scope: String,
     running: Arc<Mutex<Option<i32>>>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 fn split(field: &str, cmd: &str) -> Option<(String, Vec<String>)> {
@@ -75,7 +76,18 @@ fn relay(name: String, r: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
 impl Callbacks {
     /// For `postgresql.callbacks` of cluster `scope`.
     pub fn new(cfg: CallbackConfig, scope: &str) -> Callbacks {
-        Callbacks { cfg, scope: scope.to_string(), running: Arc::new(Mutex::new(None)) }
+        Callbacks {
+            cfg,
+            scope: scope.to_string(),
+            running: Arc::new(Mutex::new(None)),
+            metrics: Arc::new(crate::metrics::AgentMetrics::default()),
+        }
+    }
+
+    /// Count failures in `metrics` (`praetor_callback_failures_total`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::AgentMetrics>) -> Callbacks {
+        self.metrics = metrics;
+        self
     }
 
     /// Replace the configuration (SIGHUP).
@@ -123,15 +135,28 @@ impl Callbacks {
                 let pid = child.id().map(|p| p as i32);
                 *guard = pid;
                 let running = self.running.clone();
+                let metrics = self.metrics.clone();
+                let what = format!("{cmd} {}", action.as_str());
                 tokio::spawn(async move {
-                    let _ = child.wait().await;
+                    let st = child.wait().await;
+                    // Killed by a newer callback (SIGKILL) is not a failure of this one.
+                    let killed = st.as_ref().is_ok_and(|s| {
+                        std::os::unix::process::ExitStatusExt::signal(s) == Some(Signal::SIGKILL as i32)
+                    });
+                    if !killed && !st.as_ref().is_ok_and(|s| s.success()) {
+                        warn!("callback {what} failed: {st:?}");
+                        metrics.callback_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let mut g = running.lock().expect("callback lock");
                     if *g == pid {
                         *g = None;
                     }
                 });
             }
-            Err(e) => warn!("callback {cmd} failed to start: {e}"),
+            Err(e) => {
+                warn!("callback {cmd} failed to start: {e}");
+                self.metrics.callback_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 

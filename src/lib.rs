@@ -22,6 +22,7 @@ pub mod config;
 pub mod ctl;
 pub mod dcs;
 pub mod ha;
+pub mod metrics;
 pub mod postgres;
 pub mod telemetry;
 pub mod types;

@@ -1,32 +1,66 @@
-//! The REST server: the routes the cluster needs to run (`GET /patroni`, the health checks,
-//! `/liveness`, `/readiness`, `POST /failsafe`), answering from the status the HA task publishes.
-//! Handlers never run SQL or DCS calls.
+//! The REST server: Patroni's paths answered from what the HA task publishes (the status watch
+//! channel, the last DCS view and the metrics in [`HaShared`]). Handlers never run SQL or DCS calls,
+//! so a frozen postmaster or a dead DCS never makes a health check hang.
 //!
-//! Growing it: add a route in [`router`] (one handler per resource); mutating routes get the auth
-//! layer when `restapi.authentication` is set (the full API is its own issue).
+//! Layout: [`router`] builds every route; GETs (health checks, `/patroni`, `/cluster`, `/history`,
+//! `/config`, `/failsafe`, `/metrics`) are open; **every mutating route goes through
+//! [`super::auth::mutating`]** (allowlist → client certificate → Basic auth, Patroni's order), e.g.
+//! `router.merge(auth::mutating(Router::new().route("/reload", post(reload)), &state))`. Bodies are
+//! read with [`super::extract::ApiJson`] (400/411 with a message). [`serve`] runs the accept loop
+//! (plain TCP or rustls), puts a [`ConnInfo`] on every request, and applies the connection limits:
+//! header read timeout, body size limit ([`MAX_BODY_BYTES`]) and a per-request deadline
+//! ([`READ_TIMEOUT`] for GETs, [`REQUEST_TIMEOUT`] for everything else).
 
+use super::auth::{Access, ConnInfo};
+use super::extract::ApiJson;
 use super::probe::{ProbeQuery, health_status, liveness_status, readiness_failure};
 use super::status::NodeStatus;
 use crate::ha::runner::HaShared;
 use crate::ha::snapshot::FailsafePing;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Json, Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Deadline of a GET (they answer from memory: this only bounds slow clients).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of any other request (a switchover or restart waits for the HA loop).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a client has to send the request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler reads.
 #[derive(Clone)]
 pub struct AppState {
     /// The last published status.
     pub status: watch::Receiver<Arc<NodeStatus>>,
-    /// Shared with the HA task (failsafe pings, loop liveness).
+    /// Shared with the HA task (failsafe pings, loop liveness, DCS view, metrics).
     pub ha: Arc<HaShared>,
+    /// Who may call mutating endpoints.
+    pub access: Arc<Access>,
+}
+
+impl AppState {
+    /// State with no access restrictions (tests; the agent sets [`AppState::access`] from
+    /// `restapi`).
+    pub fn new(status: watch::Receiver<Arc<NodeStatus>>, ha: Arc<HaShared>) -> AppState {
+        AppState { status, ha, access: Arc::new(Access::open()) }
+    }
+
+    /// Replace the access rules.
+    pub fn with_access(mut self, access: Access) -> AppState {
+        self.access = Arc::new(access);
+        self
+    }
 }
 
 /// Parse a `lag=` value: bytes, or a number with Patroni's size units (`B`, `kB`, `MB`, `GB`,
@@ -111,7 +145,7 @@ pub struct FailsafeRequest {
     pub api_url: Option<String>,
 }
 
-async fn post_failsafe(State(app): State<AppState>, Json(req): Json<FailsafeRequest>) -> Response {
+async fn post_failsafe(State(app): State<AppState>, ApiJson(req): ApiJson<FailsafeRequest>) -> Response {
     if !app.ha.failsafe_mode.load(Ordering::Relaxed) {
         let mut r = Response::new(Body::from("Failsafe mode is not enabled"));
         *r.status_mut() = StatusCode::BAD_GATEWAY;
@@ -156,34 +190,172 @@ async fn health(State(app): State<AppState>, method: Method, uri: Uri) -> Respon
     }
 }
 
-/// The router (tests call it with `oneshot`, no socket).
+/// The router (tests call it with `oneshot`, no socket). Connection facts ([`ConnInfo`]) come from
+/// [`serve`]; tests add them as a request extension.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/patroni", get(get_patroni))
+    use super::auth::mutating_without_members;
+    use super::views;
+    use tower_http::timeout::TimeoutLayer;
+    // GET routes answer HEAD and OPTIONS the way Patroni does: as a health check of that path.
+    let reads = Router::new()
+        .route("/patroni", get(get_patroni).head(health).options(health))
         .route("/liveness", get(liveness).head(liveness).options(liveness))
         .route("/readiness", get(readiness).head(readiness).options(readiness))
-        .route("/failsafe", post(post_failsafe))
+        .route("/cluster", get(views::cluster).head(health).options(health))
+        .route("/history", get(views::history).head(health).options(health))
+        .route("/config", get(views::config).head(health).options(health))
+        .route("/failsafe", get(views::failsafe).head(health).options(health))
+        .route("/metrics", get(super::metrics::metrics).head(health).options(health))
         .fallback(health)
-        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, READ_TIMEOUT));
+    let writes = mutating_without_members(Router::new().route("/failsafe", post(post_failsafe)), &state)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    reads.merge(writes).layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES)).with_state(state)
 }
 
-/// Serve `router(state)` on `listen` until `stop` fires.
+/// Headers added to every response: `restapi.http_extra_headers` (plus `https_extra_headers` over
+/// TLS) and `Server` per `restapi.server_tokens`.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl ResponseHeaders {
+    /// From `restapi`; invalid header names or values are logged and skipped.
+    pub fn from_config(c: &crate::config::validate::RestApiConfig) -> ResponseHeaders {
+        let mut v = Vec::new();
+        let server = match c.server_tokens.as_str() {
+            "minimal" => None,
+            "productonly" => Some("Patroni".to_string()),
+            _ => Some(format!(
+                "Patroni/{} (praetor {})",
+                crate::types::PATRONI_COMPAT_VERSION,
+                crate::types::PRAETOR_VERSION
+            )),
+        };
+        if let Some(s) = server.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            v.push((header::SERVER, s));
+        }
+        let tls = c.certfile.is_some();
+        let extra = c.http_extra_headers.iter().chain(c.https_extra_headers.iter().filter(|_| tls));
+        for (k, val) in extra {
+            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(val)) {
+                (Ok(n), Ok(hv)) => v.push((n, hv)),
+                _ => tracing::warn!("restapi extra header {k:?}: invalid name or value, not sent"),
+            }
+        }
+        ResponseHeaders(v)
+    }
+}
+
+/// A bound REST listener: TCP plus the optional TLS acceptor.
+pub struct Listener {
+    tcp: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    headers: ResponseHeaders,
+}
+
+impl Listener {
+    /// Bind `restapi.listen` (`:8008` means all interfaces) and load the TLS files.
+    pub async fn bind(c: &crate::config::validate::RestApiConfig) -> anyhow::Result<Listener> {
+        let tls = super::tls::server_config(c)?.map(tokio_rustls::TlsAcceptor::from);
+        let listen = &c.listen;
+        let addr = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
+        let tcp = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("restapi.listen {addr}: {e}"))?;
+        Ok(Listener { tcp, tls, headers: ResponseHeaders::from_config(c) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serve `router(state)` on `restapi.listen` until `stop` fires.
 pub async fn serve(
-    listen: &str,
+    c: &crate::config::validate::RestApiConfig,
     state: AppState,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let addr = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
-    let l = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("restapi.listen {addr}: {e}"))?;
-    let app = router(state);
-    Ok(tokio::spawn(async move {
-        let r = axum::serve(l, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        if let Err(e) = r {
-            tracing::error!("REST API server failed: {e}");
+    let l = Listener::bind(c).await?;
+    Ok(tokio::spawn(run(l, router(state), stop)))
+}
+
+/// The accept loop: one task per connection (TLS handshake bounded by [`HEADER_READ_TIMEOUT`]);
+/// on `stop` it stops accepting and gives open connections 2 s to finish.
+pub async fn run(l: Listener, app: Router, stop: tokio_util::sync::CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = l.tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("REST API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let headers = l.headers.clone();
+        let tls = l.tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = ConnInfo { peer, tls: false, client_cert: false };
+                    serve_conn(stream, conn, app, headers, watcher).await
+                }
+                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => {
+                        let client_cert = s.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                        let conn = ConnInfo { peer, tls: true, client_cert };
+                        serve_conn(s, conn, app, headers, watcher).await
+                    }
+                    Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                },
+            }
+        });
+    }
+    drop(l.tcp);
+    if tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await.is_err() {
+        tracing::debug!("REST API: connections still open at shutdown");
+    }
+}
+
+async fn serve_conn<S>(
+    stream: S,
+    conn: ConnInfo,
+    app: Router,
+    headers: ResponseHeaders,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(conn);
+        let app = app.clone();
+        let headers = headers.clone();
+        async move {
+            let mut resp = app.oneshot(req.map(Body::new)).await?;
+            for (k, v) in &headers.0 {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+            Ok::<_, std::convert::Infallible>(resp)
         }
-    }))
+    });
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let c = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(c).await {
+        tracing::debug!("REST connection from {} ended: {e}", conn.peer);
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +369,7 @@ mod tests {
         let ha = Arc::new(HaShared::new());
         // Keep the sender alive for the test: leak-free because the channel is dropped with rx.
         std::mem::forget(_tx);
-        (router(AppState { status: rx, ha: ha.clone() }), ha)
+        (router(AppState::new(rx, ha.clone())), ha)
     }
 
     #[test]
@@ -254,5 +426,164 @@ mod tests {
             ha.failsafe_ping.lock().expect("lock").as_ref().map(|p| p.name.clone()),
             Some("pg0".into())
         );
+    }
+
+    fn post_failsafe_req(auth: Option<&str>, peer: &str) -> Request<Body> {
+        let mut b = Request::builder().method(Method::POST).uri("/failsafe");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let mut r = b.body(Body::from(r#"{"name":"pg0"}"#)).expect("request");
+        r.extensions_mut().insert(ConnInfo {
+            peer: format!("{peer}:5000").parse().expect("addr"),
+            tls: false,
+            client_cert: false,
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn mutating_routes_need_credentials_and_an_allowed_address() {
+        use base64::Engine;
+        let (_tx, rx) = watch::channel(Arc::new(NodeStatus::initial("demo", "pg1")));
+        let ha = Arc::new(HaShared::new());
+        ha.failsafe_mode.store(true, Ordering::Relaxed);
+        let access = Access::open()
+            .with_basic("admin", "pw")
+            .with_allowlist(vec![super::super::auth::IpNet::parse_cidr("127.0.0.0/8").expect("net")], false);
+        let r = router(AppState::new(rx, ha).with_access(access));
+        let good = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:pw"));
+        let bad = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:nope"));
+        for (auth, peer, code) in [
+            (None, "127.0.0.1", 401),
+            (Some(bad.as_str()), "127.0.0.1", 401),
+            (Some(good.as_str()), "10.1.1.1", 403),
+            (Some(good.as_str()), "127.0.0.1", 200),
+        ] {
+            let resp = r.clone().oneshot(post_failsafe_req(auth, peer)).await.expect("response");
+            assert_eq!(resp.status().as_u16(), code, "{auth:?} from {peer}");
+        }
+        // Reads stay open.
+        let mut req = Request::builder().uri("/patroni").body(Body::empty()).expect("request");
+        req.extensions_mut().insert(ConnInfo {
+            peer: "10.1.1.1:1".parse().expect("addr"),
+            tls: false,
+            client_cert: false,
+        });
+        assert_eq!(r.clone().oneshot(req).await.expect("response").status().as_u16(), 200);
+        drop(_tx);
+    }
+
+    #[tokio::test]
+    async fn malformed_failsafe_body_gets_400_with_a_message() {
+        let (r, ha) = app(NodeStatus::initial("demo", "pg1"));
+        ha.failsafe_mode.store(true, Ordering::Relaxed);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/failsafe")
+            .header("content-length", "5")
+            .body(Body::from("{nope"))
+            .expect("request");
+        let resp = r.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status().as_u16(), 400);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+        assert!(String::from_utf8_lossy(&body).contains("invalid JSON"));
+        let big = vec![b' '; MAX_BODY_BYTES + 10];
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/failsafe")
+            .header("content-length", big.len().to_string())
+            .body(Body::from(big))
+            .expect("request");
+        assert_eq!(r.oneshot(req).await.expect("response").status().as_u16(), 413);
+    }
+
+    async fn get(r: &Router, path: &str) -> (u16, serde_json::Value) {
+        let resp = r
+            .clone()
+            .oneshot(Request::builder().uri(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let code = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        (code, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn cluster_history_config_failsafe_come_from_the_last_dcs_view() {
+        use crate::dcs::model::{Cluster, RawEntry, Version};
+        let (r, ha) = app(NodeStatus::initial("demo", "pg1"));
+        assert_eq!(get(&r, "/cluster").await.0, 503, "no DCS view yet");
+        assert_eq!(get(&r, "/config").await.0, 502);
+        let e =
+            |k: &str, v: &str| RawEntry { key: k.into(), value: v.into(), version: Version(1), owner: None };
+        let (c, _) = Cluster::from_entries([
+            e("config", r#"{"ttl":30,"loop_wait":10}"#),
+            e("leader", "pg0"),
+            e(
+                "members/pg0",
+                r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"primary","timeline":2}"#,
+            ),
+            e(
+                "members/pg1",
+                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"replica","xlog_location":100,"replication_state":"streaming"}"#,
+            ),
+            e("status", r#"{"optime":150}"#),
+            e(
+                "history",
+                r#"[[1,25165984,"no recovery target specified","2026-12-06T22:00:00+00:00","pg0"]]"#,
+            ),
+            e("failsafe", r#"{"pg0":"http://127.0.0.1:8008/patroni"}"#),
+        ]);
+        *ha.dcs_view.lock().expect("lock") =
+            Some(Arc::new(crate::ha::runner::DcsView { cluster: c, read_at: chrono::Utc::now() }));
+        let (code, v) = get(&r, "/cluster").await;
+        assert_eq!(code, 200);
+        assert_eq!(v["scope"], "demo");
+        assert_eq!(v["members"][0]["name"], "pg0");
+        assert_eq!(v["members"][0]["role"], "leader");
+        assert_eq!(v["members"][1]["role"], "replica");
+        assert_eq!(v["members"][1]["state"], "streaming");
+        assert_eq!(v["members"][1]["lag"], 50);
+        let (code, v) = get(&r, "/history").await;
+        assert_eq!(code, 200);
+        assert_eq!(v[0][0], 1);
+        assert_eq!(v[0][4], "pg0");
+        let (code, v) = get(&r, "/config").await;
+        assert_eq!((code, v["ttl"].clone()), (200, serde_json::json!(30)));
+        let (code, v) = get(&r, "/failsafe").await;
+        assert_eq!((code, v["pg0"].clone()), (200, serde_json::json!("http://127.0.0.1:8008/patroni")));
+    }
+
+    #[tokio::test]
+    async fn head_and_options_answer_status_only_and_metrics_is_text() {
+        let mut s = NodeStatus::initial("demo", "pg0");
+        s.state = "running".into();
+        s.role = crate::types::Role::Primary;
+        s.is_leader = true;
+        s.cluster_known = true;
+        let (r, _) = app(s);
+        for (m, path, code) in
+            [(Method::HEAD, "/primary", 200), (Method::OPTIONS, "/replica", 503), (Method::OPTIONS, "/", 200)]
+        {
+            let resp = r
+                .clone()
+                .oneshot(Request::builder().method(m).uri(path).body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            assert_eq!(resp.status().as_u16(), code, "{path}");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+            assert!(body.is_empty(), "{path}");
+        }
+        let resp = r
+            .clone()
+            .oneshot(Request::builder().uri("/metrics").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("patroni_primary{scope=\"demo\",name=\"pg0\"} 1"), "{text}");
+        assert!(text.contains("praetor_ha_cycles_total"), "{text}");
     }
 }

@@ -12,6 +12,7 @@ pub mod factory;
 pub mod keys;
 pub mod memory;
 pub mod model;
+pub mod timed;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;

@@ -210,8 +210,16 @@ impl Ha {
             }
             Step::AcquireLock => {
                 let o = outcome(tokio::time::timeout(rt, self.dcs.attempt_to_acquire_leader()).await);
-                if o == WriteOutcome::Done {
-                    info!("acquired the leader lock");
+                let m = &self.shared.metrics;
+                match o {
+                    WriteOutcome::Done => {
+                        info!("acquired the leader lock");
+                        m.races_won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    WriteOutcome::Refused => {
+                        m.races_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
                 steps.lock_acquire = Some(o);
             }
@@ -257,7 +265,11 @@ impl Ha {
         let body = serde_json::json!({
             "name": self.cfg.name,
             "conn_url": format!("postgres://{}/postgres", self.cfg.postgresql.connect_address),
-            "api_url": format!("http://{}/patroni", self.cfg.restapi.connect_address),
+            "api_url": format!(
+                "{}://{}/patroni",
+                if self.cfg.restapi.certfile.is_some() { "https" } else { "http" },
+                self.cfg.restapi.connect_address
+            ),
             "slots": serde_json::Map::new(),
         });
         let calls = targets.iter().map(|t| {

@@ -50,6 +50,19 @@ pub struct HaShared {
     pub last_cycle: Mutex<Instant>,
     /// Wake the loop early (REST actions).
     pub wake: Notify,
+    /// The last DCS view the loop read (REST `GET /cluster`, `/history`, `/config`, `/failsafe`).
+    pub dcs_view: Mutex<Option<Arc<DcsView>>>,
+    /// praetor's own measurements (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
+}
+
+/// One successful DCS read, as the HA loop saw it.
+#[derive(Debug)]
+pub struct DcsView {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// When it was read.
+    pub read_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl HaShared {
@@ -62,7 +75,14 @@ impl HaShared {
             ttl_secs: AtomicU64::new(30),
             last_cycle: Mutex::new(Instant::now()),
             wake: Notify::new(),
+            dcs_view: Mutex::new(None),
+            metrics: Arc::new(crate::metrics::AgentMetrics::default()),
         }
+    }
+
+    /// The last DCS view (None before the first successful read).
+    pub fn dcs_view(&self) -> Option<Arc<DcsView>> {
+        self.dcs_view.lock().ok().and_then(|g| g.clone())
     }
 
     /// Monotonic now relative to the origin.
@@ -75,6 +95,55 @@ impl Default for HaShared {
     fn default() -> Self {
         HaShared::new()
     }
+}
+
+/// The HTTP client for peers' REST APIs (leader race, `POST /failsafe`), set up as Patroni's
+/// `PatroniRequest(config, insecure=True)`: Basic auth from `ctl.authentication` or
+/// `restapi.authentication`, a client certificate from `ctl.certfile`/`keyfile`, server certificates
+/// not verified.
+pub fn peer_client(cfg: &Config) -> reqwest::Client {
+    use base64::Engine;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(a) = cfg.ctl.authentication.as_ref().or(cfg.restapi.authentication.as_ref()) {
+        let key = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            a.username,
+            a.password.expose()
+        ));
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Basic {key}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .default_headers(headers)
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true);
+    if let Some(cert) = &cfg.ctl.certfile {
+        let key = cfg.ctl.keyfile.as_ref().unwrap_or(cert);
+        let pem = std::fs::read(cert).and_then(|mut c| {
+            if key != cert {
+                c.push(b'\n');
+                c.extend(std::fs::read(key)?);
+            }
+            Ok(c)
+        });
+        match pem
+            .map_err(|e| e.to_string())
+            .and_then(|p| reqwest::Identity::from_pem(&p).map_err(|e| e.to_string()))
+        {
+            Ok(id) => b = b.identity(id),
+            Err(e) => warn!(
+                "ctl.certfile/keyfile not usable for requests to peers (an encrypted key is not supported here): {e}"
+            ),
+        }
+    }
+    b.build().unwrap_or_else(|e| {
+        warn!("peer HTTP client: {e}; using defaults");
+        reqwest::Client::new()
+    })
 }
 
 /// `Timing` from the effective dynamic configuration.
@@ -411,9 +480,11 @@ impl Ha {
         status_tx: watch::Sender<Arc<NodeStatus>>,
     ) -> Ha {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let http = peer_client(&cfg);
         let dynamic = cfg.bootstrap.dcs.clone();
         let watchdog = Watchdog::from_config(&cfg.watchdog);
-        let callbacks = Callbacks::new(cfg.postgresql.callbacks.clone(), &cfg.scope);
+        let callbacks =
+            Callbacks::new(cfg.postgresql.callbacks.clone(), &cfg.scope).with_metrics(shared.metrics.clone());
         shared.ttl_secs.store(dynamic.ttl, Ordering::Relaxed);
         shared.failsafe_mode.store(dynamic.failsafe_mode, Ordering::Relaxed);
         Ha {
@@ -439,11 +510,7 @@ impl Ha {
             last_cluster: None,
             exit: None,
             dcs_last_seen: 0,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .connect_timeout(Duration::from_secs(2))
-                .build()
-                .expect("a reqwest client with timeouts builds"),
+            http,
             last_status_written: None,
             last_failsafe_written: None,
             last_pg: PgState::default(),
@@ -547,6 +614,7 @@ impl Ha {
 
     /// One cycle. Returns the decision (for logging and tests).
     pub async fn run_cycle(&mut self) -> Decision {
+        let cycle_started = Instant::now();
         self.collect_finished();
         let t = self.timing();
         let read =
@@ -566,6 +634,9 @@ impl Ha {
         }
         if let Ok(c) = &cluster {
             self.dcs_last_seen = chrono::Utc::now().timestamp().max(0) as u64;
+            if let Ok(mut v) = self.shared.dcs_view.lock() {
+                *v = Some(Arc::new(DcsView { cluster: c.clone(), read_at: chrono::Utc::now() }));
+            }
             self.apply_dynamic(c).await;
         }
         let obs = self.pg.observe().await;
@@ -648,6 +719,9 @@ impl Ha {
         self.last_obs = if stopped { None } else { Some(obs) };
         self.publish_status(&policy);
         *self.shared.last_cycle.lock().expect("cycle lock") = Instant::now();
+        let now = self.shared.now();
+        let lease_left = self.mem.leader_until.filter(|t| *t > now).map(|t| t.0 - now.0);
+        self.shared.metrics.record_cycle(cycle_started.elapsed(), &decision.log_line(), lease_left);
         decision
     }
 

@@ -1,6 +1,8 @@
 //! praetor's integration tests: one binary, a module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 #[cfg(feature = "etcd")]
+mod api; // REST API on a real cluster: health checks with PostgreSQL or etcd frozen, HAProxy (serial: cluster::)
+#[cfg(feature = "etcd")]
 mod cluster_ha; // the HA loop end to end: 3 agents, real etcd and PostgreSQL 15 (serial: cluster::)
 mod config; // the praetor binary: --validate-config on real and broken configs, env, directories
 #[cfg(feature = "consul")]

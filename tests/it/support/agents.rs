@@ -37,6 +37,8 @@ pub struct Node {
     pub name: String,
     /// REST API port.
     pub api: u16,
+    /// PostgreSQL port.
+    pub pg_port: u16,
     /// PostgreSQL data directory.
     pub data_dir: PathBuf,
     /// The agent process.
@@ -124,7 +126,8 @@ watchdog:
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
             cmd.arg(&cfg).env("RUST_LOG", "info");
             let agent = ChildGuard::spawn(&name, &mut cmd, &pg.dir.join(format!("{name}.log")));
-            nodes.push(Node { name, api, data_dir: s.data_dir.clone(), agent: Some(agent) });
+            let pg_port = s.listen_hosts_port().1;
+            nodes.push(Node { name, api, pg_port, data_dir: s.data_dir.clone(), agent: Some(agent) });
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
         Some(AgentCluster { scope: scope.to_string(), nodes, http, pg })

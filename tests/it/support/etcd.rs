@@ -320,3 +320,51 @@ pub fn patroni_etcd3_python() -> Option<PathBuf> {
     super::patroni::venv("etcd3", &[&format!("patroni[etcd3,psycopg3]=={PATRONI_VERSION}")])
         .map(|v| v.join("bin/python"))
 }
+
+/// An [`EtcdServer`] as the store of an [`super::agents::AgentCluster`]: keys read and written
+/// directly with a plain etcd client (as patronictl's DCS fallback does).
+#[cfg(feature = "etcd")]
+pub struct EtcdStore {
+    /// The server.
+    pub server: EtcdServer,
+    client: etcd_client::Client,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdStore {
+    /// Start a one-member etcd; `None` when etcd is missing (panics in CI).
+    pub async fn start() -> Option<EtcdStore> {
+        let server = EtcdServer::start().await?;
+        let client = server.client().await;
+        Some(EtcdStore { server, client })
+    }
+
+    async fn get(&self, key: String) -> Option<String> {
+        let mut kv = self.client.kv_client();
+        let r = kv.get(key, None).await.ok()?;
+        r.kvs().first().map(|k| String::from_utf8_lossy(k.value()).to_string())
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl super::agents::Store for EtcdStore {
+    fn yaml(&self) -> String {
+        format!(
+            "etcd3:\n  hosts:\n{}",
+            self.server.hosts().iter().map(|h| format!("    - {h}\n")).collect::<String>()
+        )
+    }
+    fn leader(&self, scope: &str) -> super::agents::BoxFut<'_, Option<String>> {
+        Box::pin(self.get(format!("/service/{scope}/leader")))
+    }
+    fn put_failover(&self, scope: &str, value: String) -> super::agents::BoxFut<'_, ()> {
+        let key = format!("/service/{scope}/failover");
+        Box::pin(async move {
+            let mut kv = self.client.kv_client();
+            kv.put(key, value, None).await.expect("write the failover key");
+        })
+    }
+    fn failover(&self, scope: &str) -> super::agents::BoxFut<'_, Option<String>> {
+        Box::pin(self.get(format!("/service/{scope}/failover")))
+    }
+}

@@ -1,0 +1,203 @@
+//! The REST API against a real cluster (three agents, real etcd and PostgreSQL 15): health checks
+//! keep answering from the published status while PostgreSQL or the DCS is frozen, and a real
+//! HAProxy with the shipped `config/haproxy.cfg` routes writes to the leader and reads to replicas,
+//! following a switchover. Serial: the paths contain `cluster::`.
+
+mod cluster {
+    use crate::support::agents::AgentCluster;
+    use crate::support::etcd::EtcdStore;
+    use crate::support::{ChildGuard, TestDir, free_port, require_bin, wait_for};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// Freezes a process group with SIGSTOP and thaws it when dropped (also on panic).
+    struct Frozen(nix::unistd::Pid);
+
+    impl Frozen {
+        fn group_of(pid: i32) -> Frozen {
+            let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).expect("process group");
+            nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+            Frozen(pgid)
+        }
+    }
+
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
+    /// GET `url` `n` times; (codes seen, latencies sorted ascending).
+    async fn sample(http: &reqwest::Client, url: &str, n: usize) -> (Vec<u16>, Vec<Duration>) {
+        let (mut codes, mut took) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = http.get(url).send().await.unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+            let code = r.status().as_u16();
+            let _ = r.bytes().await;
+            took.push(t.elapsed());
+            codes.push(code);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        took.sort();
+        (codes, took)
+    }
+
+    fn pct(took: &[Duration], p: usize) -> Duration {
+        took[(took.len() * p / 100).min(took.len() - 1)]
+    }
+
+    /// Health checks answer from the published status: with the leader's PostgreSQL frozen
+    /// (SIGSTOP on the postmaster's whole process group) and then with etcd frozen, `/primary`,
+    /// `/health`, `/patroni` answer within 50 ms with the last known state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn health_checks_answer_within_50ms_while_postgres_or_etcd_is_frozen() {
+        let Some(store) = EtcdStore::start().await else { return };
+        let Some(mut c) = AgentCluster::start("apifreeze", &store) else { return };
+        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
+        let api = c.nodes[leader].api;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        let pid = praetor::postgres::postmaster::PidFile::read(&c.nodes[leader].data_dir)
+            .expect("read postmaster.pid")
+            .expect("postmaster.pid")
+            .pid;
+
+        let mut report = Vec::new();
+        {
+            let _frozen = Frozen::group_of(pid);
+            // Let the HA loop run into the frozen server first.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            for (path, want) in [("/primary", 200), ("/health", 200), ("/patroni", 200)] {
+                let (codes, took) = sample(&http, &format!("http://127.0.0.1:{api}{path}"), 20).await;
+                assert!(
+                    codes.iter().all(|c| *c == want),
+                    "{path} with PostgreSQL frozen: {codes:?}\n{}",
+                    c.logs()
+                );
+                report.push(format!(
+                    "pg frozen {path}: p50 {:?} p90 {:?} max {:?}",
+                    pct(&took, 50),
+                    pct(&took, 90),
+                    pct(&took, 100)
+                ));
+                assert!(
+                    pct(&took, 90) < Duration::from_millis(50),
+                    "{path} slow with PostgreSQL frozen: {took:?}"
+                );
+                assert!(pct(&took, 100) < Duration::from_millis(500), "{path} stalled: {took:?}");
+            }
+        }
+        c.wait_healthy(&store, Duration::from_secs(60)).await;
+
+        store.server.freeze_member(0);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for path in ["/primary", "/health", "/patroni", "/replica", "/read-only"] {
+            let (codes, took) = sample(&http, &format!("http://127.0.0.1:{api}{path}"), 10).await;
+            assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{path} with etcd frozen: {codes:?}");
+            report.push(format!(
+                "etcd frozen {path}: p50 {:?} p90 {:?} max {:?}",
+                pct(&took, 50),
+                pct(&took, 90),
+                pct(&took, 100)
+            ));
+            assert!(pct(&took, 90) < Duration::from_millis(50), "{path} slow with etcd frozen: {took:?}");
+            assert!(pct(&took, 100) < Duration::from_millis(500), "{path} stalled: {took:?}");
+        }
+        store.server.thaw_member(0);
+        eprintln!("{}", report.join("\n"));
+        c.stop_all();
+    }
+
+    const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+
+    /// `pg_is_in_recovery()` and the port of the server reached through 127.0.0.1:`port`.
+    fn whoami(port: u16) -> Option<(bool, u16)> {
+        let out = Command::new(PSQL)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-XAtq"])
+            .args(["-c", "select pg_is_in_recovery()::text || ' ' || current_setting('port')"])
+            .env("PGPASSWORD", "su-secret")
+            .env("PGCONNECT_TIMEOUT", "3")
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (rec, port) = s.split_once(' ')?;
+        Some((rec == "true", port.parse().ok()?))
+    }
+
+    /// `config/haproxy.cfg` with its listener ports and backend servers replaced by the test's.
+    fn haproxy_cfg(c: &AgentCluster, ports: &[(u16, u16)]) -> String {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/haproxy.cfg"))
+            .expect("read config/haproxy.cfg");
+        let mut out = String::new();
+        for line in shipped.lines() {
+            let t = line.trim_start();
+            let mut l = line.to_string();
+            if let Some(rest) = t.strip_prefix("bind 127.0.0.1:") {
+                let port: u16 = rest.trim().parse().expect("bind port");
+                let (_, to) = ports.iter().find(|(from, _)| *from == port).expect("a mapped port");
+                l = format!("    bind 127.0.0.1:{to}");
+            } else if let Some(rest) = t.strip_prefix("server pg") {
+                let i: usize =
+                    rest.split_whitespace().next().and_then(|n| n.parse().ok()).expect("server index");
+                let n = &c.nodes[i];
+                l = format!("    server {} 127.0.0.1:{} maxconn 100 check port {}", n.name, n.pg_port, n.api);
+            }
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// HAProxy (Debian) with the shipped configuration: the write port reaches the leader, the
+    /// read port a replica, the read-any port some node; after a switchover the write port
+    /// reaches the new leader within HAProxy's check timing (inter 1 s, rise 2, fall 2) + margin.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn haproxy_routes_writes_to_the_leader_and_follows_a_switchover() {
+        let Some(haproxy) = require_bin("/usr/sbin/haproxy") else { return };
+        let Some(store) = EtcdStore::start().await else { return };
+        let Some(c) = AgentCluster::start("apihaproxy", &store) else { return };
+        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
+        let (w, r, ra, stats) = (free_port(), free_port(), free_port(), free_port());
+        let dir = TestDir::new("haproxy_routes_writes");
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, haproxy_cfg(&c, &[(5000, w), (5001, r), (5002, ra), (7000, stats)]))
+            .expect("write cfg");
+        let check = Command::new(&haproxy).args(["-c", "-f"]).arg(&cfg).output().expect("haproxy -c");
+        assert!(
+            check.status.success(),
+            "haproxy rejects the config: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let mut hap = ChildGuard::spawn(
+            "haproxy",
+            Command::new(&haproxy).args(["-db", "-f"]).arg(&cfg),
+            &dir.join("haproxy.log"),
+        );
+
+        let leader_port = c.nodes[leader].pg_port;
+        let ok =
+            wait_for(Duration::from_secs(20), || async { whoami(w) == Some((false, leader_port)) }).await;
+        assert!(ok, "write port does not reach the leader: {:?}\n{}", whoami(w), hap.log_tail(4000));
+        let replica_ports: Vec<u16> = (0..3).filter(|i| *i != leader).map(|i| c.nodes[i].pg_port).collect();
+        let ok = wait_for(Duration::from_secs(20), || async {
+            whoami(r).is_some_and(|(rec, p)| rec && replica_ports.contains(&p))
+        })
+        .await;
+        assert!(ok, "read port does not reach a replica: {:?}\n{}", whoami(r), hap.log_tail(4000));
+        let any = whoami(ra).expect("read-any port answers");
+        assert!(c.nodes.iter().any(|n| n.pg_port == any.1), "read-any reached {any:?}");
+
+        let cand = (0..3).find(|i| *i != leader).expect("a replica");
+        c.switch_over(&store, leader, cand).await;
+        let switched = Instant::now();
+        let new_port = c.nodes[cand].pg_port;
+        let ok = wait_for(Duration::from_secs(30), || async { whoami(w) == Some((false, new_port)) }).await;
+        let took = switched.elapsed();
+        assert!(ok, "write port never reached the new leader: {:?}\n{}", whoami(w), hap.log_tail(4000));
+        // inter 1 s × (rise 2 + fall 2) is the worst case for HAProxy; 3 s margin for a loaded machine.
+        assert!(took < Duration::from_secs(7), "HAProxy followed the switchover only after {took:?}");
+        eprintln!("HAProxy write port on the new leader {took:?} after the switchover completed");
+        hap.stop(Duration::from_secs(5));
+        drop(c);
+    }
+}
