@@ -586,4 +586,21 @@ mod tests {
         assert!(text.contains("patroni_primary{scope=\"demo\",name=\"pg0\"} 1"), "{text}");
         assert!(text.contains("praetor_ha_cycles_total"), "{text}");
     }
+
+    #[tokio::test]
+    async fn liveness_turns_503_when_the_ha_loop_is_stuck() {
+        let mut s = NodeStatus::initial("demo", "pg0");
+        s.state = "running".into();
+        s.role = crate::types::Role::Primary;
+        let (r, ha) = app(s);
+        let live = || async {
+            let req = Request::builder().uri("/liveness").body(Body::empty()).expect("request");
+            r.clone().oneshot(req).await.expect("response").status().as_u16()
+        };
+        assert_eq!(live().await, 200);
+        // The last cycle ended 31 s ago with ttl 30: a primary's loop is stuck.
+        let Some(past) = std::time::Instant::now().checked_sub(Duration::from_secs(31)) else { return };
+        *ha.last_cycle.lock().expect("lock") = past;
+        assert_eq!(live().await, 503);
+    }
 }

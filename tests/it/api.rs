@@ -1,7 +1,28 @@
 //! The REST API against a real cluster (three agents, real etcd and PostgreSQL 15): health checks
 //! keep answering from the published status while PostgreSQL or the DCS is frozen, and a real
 //! HAProxy with the shipped `config/haproxy.cfg` routes writes to the leader and reads to replicas,
-//! following a switchover. Serial: the paths contain `cluster::`.
+//! following a switchover. Serial: the paths contain `cluster::`. Also: the shipped Prometheus
+//! configuration and alert rules pass `promtool` (syntax and the rule unit tests).
+
+use crate::support::require_bin;
+use std::process::Command;
+
+/// `config/prometheus/`: the scrape configuration is valid and the alert rules fire as their unit
+/// tests (`praetor-alerts.test.yml`: no leader, replication lag, agent down) expect.
+#[test]
+fn shipped_prometheus_config_and_alert_rules_pass_promtool() {
+    let Some(promtool) = require_bin("/usr/bin/promtool") else { return };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus");
+    for args in [&["check", "config", "prometheus.yml"][..], &["test", "rules", "praetor-alerts.test.yml"]] {
+        let out = Command::new(&promtool).args(args).current_dir(dir).output().expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
 
 mod cluster {
     use crate::support::agents::AgentCluster;
@@ -187,10 +208,62 @@ mod cluster {
         let any = whoami(ra).expect("read-any port answers");
         assert!(c.nodes.iter().any(|n| n.pg_port == any.1), "read-any reached {any:?}");
 
+        // /metrics on the live leader: Patroni's names plus praetor's own, fed by the HA loop.
+        let text = c
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", c.nodes[leader].api))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let labels = format!("{{scope=\"apihaproxy\",name=\"{}\"}}", c.nodes[leader].name);
+        for line in [format!("patroni_primary{labels} 1"), format!("patroni_postgres_running{labels} 1")] {
+            assert!(text.contains(&line), "no {line:?} in\n{text}");
+        }
+        for needle in [
+            "praetor_ha_cycle_duration_seconds_count{",
+            "praetor_dcs_request_duration_seconds_count{scope=\"apihaproxy\"",
+            "operation=\"load_cluster\"",
+            "operation=\"update_leader\"",
+            "praetor_last_decision{",
+            "the leader with the lock",
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in\n{text}");
+        }
+        let lease: f64 = text
+            .lines()
+            .find(|l| l.starts_with("praetor_leader_lease_seconds_left{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("lease metric");
+        assert!(lease > 0.0 && lease <= 10.0, "leader lease left {lease} (ttl 10)");
+
         let cand = (0..3).find(|i| *i != leader).expect("a replica");
         c.switch_over(&store, leader, cand).await;
         let switched = Instant::now();
         let new_port = c.nodes[cand].pg_port;
+        // The candidate took the key in a leader race.
+        let text = c
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", c.nodes[cand].api))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let won = format!(
+            "praetor_leader_races_total{{scope=\"apihaproxy\",name=\"{}\",result=\"won\"}} ",
+            c.nodes[cand].name
+        );
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(won.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {won:?} in\n{text}"));
+        assert!(n >= 1, "the new leader won no race:\n{text}");
         let ok = wait_for(Duration::from_secs(30), || async { whoami(w) == Some((false, new_port)) }).await;
         let took = switched.elapsed();
         assert!(ok, "write port never reached the new leader: {:?}\n{}", whoami(w), hap.log_tail(4000));
