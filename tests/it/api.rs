@@ -273,4 +273,91 @@ mod cluster {
         hap.stop(Duration::from_secs(5));
         drop(c);
     }
+
+    /// The agent binary wires `restapi` TLS and access control from its YAML: HTTPS with an
+    /// OpenSSL-encrypted PKCS#8 key and a test CA; `verify_client: required` refuses a client
+    /// without certificate; mutating calls without or with wrong credentials get 401, from an
+    /// address outside the allowlist 403; the published `api_url` is https.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn agent_serves_https_with_client_certificates_auth_and_allowlist() {
+        use crate::support::etcd::TlsFiles;
+        let Some(openssl) = require_bin("/usr/bin/openssl") else { return };
+        let dir = TestDir::new("agent_serves_https");
+        let Some(tls) = TlsFiles::generate(&dir) else { return };
+        let enc = dir.join("server-enc.key");
+        let out = Command::new(openssl)
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:key-secret", "-in"])
+            .arg(&tls.server_key)
+            .arg("-out")
+            .arg(&enc)
+            .output()
+            .expect("openssl pkcs8");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("json");
+        let extra = format!(
+            "  certfile: {}\n  keyfile: {}\n  keyfile_password: key-secret\n  cafile: {}\n  verify_client: required\n  \
+             authentication: {{username: admin, password: api-secret}}\n  allowlist: ['127.0.0.1/32']\n",
+            q(&tls.server_cert),
+            q(&enc),
+            q(&tls.ca)
+        );
+        let Some(store) = EtcdStore::start().await else { return };
+        let Some(c) = AgentCluster::start_with("apitls", &store, 1, &extra) else { return };
+        let base = format!("https://127.0.0.1:{}", c.nodes[0].api);
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
+        let mut id_pem = std::fs::read(&tls.client_cert).expect("client cert");
+        id_pem.extend(std::fs::read(&tls.client_key).expect("client key"));
+        let client = |cert: bool, from: &str| {
+            let mut b = reqwest::Client::builder()
+                .use_rustls_tls()
+                .add_root_certificate(ca.clone())
+                .local_address(from.parse::<std::net::IpAddr>().expect("ip"))
+                .timeout(Duration::from_secs(5));
+            if cert {
+                b = b.identity(reqwest::Identity::from_pem(&id_pem).expect("identity"));
+            }
+            b.build().expect("client")
+        };
+        let good = client(true, "127.0.0.1");
+        let up = wait_for(Duration::from_secs(60), || async {
+            good.get(format!("{base}/patroni")).send().await.is_ok_and(|r| r.status().as_u16() == 200)
+        })
+        .await;
+        assert!(up, "no HTTPS answer from the agent\n{}", c.logs());
+
+        let refused = client(false, "127.0.0.1").get(format!("{base}/patroni")).send().await;
+        assert!(
+            refused.is_err(),
+            "verify_client: required must refuse a client without certificate: {refused:?}"
+        );
+
+        let post = |cl: &reqwest::Client, auth: Option<&str>| {
+            let mut r = cl.post(format!("{base}/failsafe")).body(r#"{"name":"pg9"}"#);
+            if let Some(pw) = auth {
+                r = r.basic_auth("admin", Some(pw));
+            }
+            r.send()
+        };
+        let r = post(&good, None).await.expect("POST");
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"Patroni\"");
+        assert_eq!(post(&good, Some("wrong")).await.expect("POST").status().as_u16(), 401);
+        // Access granted: the agent answers as Patroni does without failsafe_mode.
+        assert_eq!(post(&good, Some("api-secret")).await.expect("POST").status().as_u16(), 502);
+        let outsider = client(true, "127.0.0.5");
+        let r = post(&outsider, Some("api-secret")).await.expect("POST");
+        assert_eq!(r.status().as_u16(), 403);
+        assert_eq!(r.text().await.expect("body"), "Access is denied");
+        // GETs are open to any address.
+        let code = outsider.get(format!("{base}/patroni")).send().await.expect("GET").status().as_u16();
+        assert_eq!(code, 200, "GET /patroni from outside the allowlist");
+
+        let https_url = wait_for(Duration::from_secs(60), || async {
+            let Ok(r) = good.get(format!("{base}/cluster")).send().await else { return false };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            v["members"][0]["api_url"].as_str().is_some_and(|u| u.starts_with("https://127.0.0.1:"))
+        })
+        .await;
+        assert!(https_url, "the member key does not publish an https api_url\n{}", c.logs());
+    }
 }

@@ -60,11 +60,17 @@ pub struct AgentCluster {
 impl AgentCluster {
     /// Start three agents of cluster `scope` on the store; `None` when PostgreSQL is missing (locally).
     pub fn start(scope: &str, store: &dyn Store) -> Option<AgentCluster> {
+        AgentCluster::start_with(scope, store, 3, "")
+    }
+
+    /// Start `n` agents; `restapi_extra` is appended to each one's `restapi:` section (YAML lines
+    /// indented by two spaces, e.g. TLS or authentication settings).
+    pub fn start_with(scope: &str, store: &dyn Store, n: usize, restapi_extra: &str) -> Option<AgentCluster> {
         let bin = super::postgres::require_pg()?;
         let mut pg = PgCluster::new(scope, bin.clone());
         let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path as JSON");
         let mut nodes = Vec::new();
-        for i in 0..3 {
+        for i in 0..n {
             let name = format!("pg{i}");
             let s = pg.node(&name);
             let home = s.data_dir.parent().expect("node home").to_path_buf();
@@ -76,7 +82,7 @@ name: {name}
 restapi:
   listen: 127.0.0.1:{api}
   connect_address: 127.0.0.1:{api}
-{dcs}
+{restapi_extra}{dcs}
 bootstrap:
   dcs:
     ttl: {TTL}
