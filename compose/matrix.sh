@@ -10,7 +10,8 @@
 #   write-read   a row written through HAProxy's write port is read through the read port
 #   kill-leader  `docker kill` of the leader's container -> a new leader serves writes through HAProxy (time printed)
 #   rejoin       the killed container, started again, streams as a replica
-#   switchover   a switchover (praetorctl switchover, or the REST API) -> the candidate leads, the old leader streams
+#   switchover   `praetorctl switchover --leader L --candidate C --force` (falls back to the REST API, then to
+#                the failover key in the DCS, while those do not exist) -> C leads, L streams
 #   partition    `docker network disconnect` of the leader -> it demotes (read-only) and another node leads
 #   reconnect    the partitioned node, reconnected, streams as a replica
 # prints a result table and removes everything it created (also on failure or Ctrl-C): only the compose projects
@@ -18,6 +19,7 @@
 #
 # Environment: PRAETOR_MATRIX_TIMEOUT (seconds per wait, default 120), PRAETOR_MATRIX_KEEP=1 (leave the cluster up
 # after the checks, for debugging; remove it with `docker-compose -p praetor-matrix-<dcs> -f compose/<dcs>.yml down -v`),
+# PRAETOR_MATRIX_SWITCHOVER (auto|praetorctl|rest|dcs: how the switchover is asked for, default auto),
 # PRAETOR_COMPOSE_CACHE (work dir, default target/compose-cache), PRAETOR_{ETCD,CONSUL,ZOOKEEPER}_NET (first three
 # octets of each compose network, default 172.31.51/52/53).
 set -uo pipefail
@@ -32,6 +34,10 @@ say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 now_ms() { date +%s%3N; }
 
+case "${PRAETOR_MATRIX_SWITCHOVER:-auto}" in
+  auto | praetorctl | rest | dcs) ;;
+  *) die "PRAETOR_MATRIX_SWITCHOVER must be auto, praetorctl, rest or dcs (got '$PRAETOR_MATRIX_SWITCHOVER')" ;;
+esac
 case "${1:-all}" in
   all) DCSS=(etcd consul zookeeper) ;;
   etcd | consul | zookeeper) DCSS=("$1") ;;
@@ -40,14 +46,18 @@ esac
 
 command -v docker-compose >/dev/null || die "docker-compose is missing (Debian: apt-get install docker-compose)"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info failed)"
-command -v python3 >/dev/null && python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is needed (python3-yaml)"
+PY=""  # a python3 with PyYAML (the one on PATH may be a pyenv/venv one without it; Debian's has python3-yaml)
+for p in python3 /usr/bin/python3; do
+  command -v "$p" >/dev/null && "$p" -c 'import yaml' 2>/dev/null && { PY="$(command -v "$p")"; break; }
+done
+[ -n "$PY" ] || die "python3 with PyYAML is needed (Debian: apt-get install python3-yaml)"
 
 "$ROOT/compose/build-images.sh" || die "building the images failed"
 
 if PSQL="$(command -v psql)" || { PSQL=/usr/lib/postgresql/15/bin/psql; [ -x "$PSQL" ]; }; then
-  psql_host() { "$PSQL" "$@"; }
+  psql_host() { timeout 20 "$PSQL" "$@"; }
 else
-  psql_host() { docker run --rm -i --network host --entrypoint psql praetor-node:latest "$@"; }
+  psql_host() { timeout 30 docker run --rm -i --network host --entrypoint psql praetor-node:latest "$@"; }
 fi
 
 RESULTS=()   # "dcs|check|result|detail"
@@ -55,18 +65,20 @@ DURATIONS=() # "dcs|seconds"
 CURRENT=""   # the compose project being run (torn down by the trap)
 
 # --- per-project helpers (use DCS, PROJECT, NET_PREFIX) -------------------------------------------------------
-dc() { docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" "$@"; }
-cid() { dc ps -q "$1" 2>/dev/null; }
+dc() { timeout 300 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" "$@"; }
+declare -A CIDS # service -> container id, read once after `up` (kill/start/disconnect keep the container)
+load_cids() { local s; CIDS=(); for s in $(dc ps --services 2>/dev/null); do CIDS[$s]="$(dc ps -q "$s" 2>/dev/null)"; done; }
+cid() { if [ -n "${CIDS[$1]:-}" ]; then echo "${CIDS[$1]}"; else dc ps -q "$1" 2>/dev/null; fi; }
 node_ip() { echo "$NET_PREFIX.$((11 + ${1#pg}))"; }
 
 # /patroni of a node, from inside its container (works while the node is cut off the network); empty if down.
 patroni() {
   local c; c="$(cid "$1")"
   [ -n "$c" ] || return 1
-  docker exec "$c" curl -s -m 2 http://127.0.0.1:8008/patroni 2>/dev/null
+  timeout 10 docker exec "$c" curl -s -m 2 http://127.0.0.1:8008/patroni 2>/dev/null
 }
 field() { # json key -> value (empty when missing)
-  python3 -c 'import json,sys
+  "$PY" -c 'import json,sys
 try: print(json.loads(sys.stdin.read()).get(sys.argv[1], ""))
 except Exception: print("")' "$1"
 }
@@ -102,10 +114,11 @@ sql() { # port sql -> output (fails on error)
     -X -q -A -t -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null
 }
 local_sql() { # node sql: through the node's unix socket, inside its container
-  docker exec -u postgres "$(cid "$1")" psql -h /run/postgresql -X -q -A -t -c "$2" 2>/dev/null
+  PGCONNECT_TIMEOUT=3 timeout 15 docker exec -e PGCONNECT_TIMEOUT -u postgres "$(cid "$1")" \
+    psql -h /run/postgresql -X -q -A -t -c "$2" 2>/dev/null
 }
 ctl_list() { local n c; for n in "${NODES[@]}"; do c="$(cid "$n")"; [ -n "$c" ] &&
-  docker exec "$c" praetorctl -c /etc/praetor/praetor.yml list 2>/dev/null && return; done; }
+  timeout 20 docker exec "$c" praetorctl -c /etc/praetor/praetor.yml list 2>/dev/null && return; done; }
 
 record() { # check result detail
   RESULTS+=("$DCS|$1|$2|$3")
@@ -130,7 +143,7 @@ trap on_signal INT TERM
 
 save_logs() {
   local f="$WORK/logs.txt"
-  { ctl_list; echo; dc logs --no-color --tail=200; } >"$f" 2>&1
+  { ctl_list; echo; timeout 60 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" logs --no-color --tail=300; } >"$f" 2>&1
   say "logs of the failed run: $f"
 }
 
@@ -185,7 +198,7 @@ check_kill_leader() {
   [ "$(wc -w <<<"$old")" = 1 ] || { record kill-leader FAIL "no single leader: $(states)"; return 1; }
   KILLED="$old"
   local t0; t0="$(now_ms)"
-  docker kill "$(cid "$old")" >/dev/null || { record kill-leader FAIL "docker kill failed"; return 1; }
+  timeout 30 docker kill "$(cid "$old")" >/dev/null || { record kill-leader FAIL "docker kill failed"; return 1; }
   if wait_until "$TIMEOUT" "a write through HAProxy after killing $old" write_served; then
     local ms=$(($(now_ms) - t0))
     local new; new="$(leaders)"
@@ -204,7 +217,7 @@ rejoined() { is_streaming "$1" && healthy; }
 
 check_rejoin() {
   local t0=$SECONDS
-  dc start "$KILLED" >/dev/null 2>&1 || { record rejoin FAIL "could not start $KILLED again"; return 1; }
+  timeout 60 docker start "$(cid "$KILLED")" >/dev/null 2>&1 || { record rejoin FAIL "could not start $KILLED again"; return 1; }
   if wait_until "$TIMEOUT" "$KILLED streaming as a replica" rejoined "$KILLED"; then
     record rejoin PASS "$KILLED streams again after $((SECONDS - t0))s"
   else
@@ -212,20 +225,42 @@ check_rejoin() {
   fi
 }
 
-switchover_cmd() { # leader candidate: run a switchover, return 2 when no switchover interface exists
-  local leader="$1" cand="$2" c; c="$(cid "$leader")"
-  if docker exec "$c" praetorctl --help 2>/dev/null | grep -qw switchover; then
-    docker exec "$c" praetorctl -c /etc/praetor/praetor.yml switchover --leader "$leader" --candidate "$cand" --force
+# The failover key, written straight into the DCS as patronictl does when the leader's REST API does not answer:
+# {"leader": L, "member": C} at <namespace>/<scope>/failover (config: namespace /service/, scope matrix-<dcs>).
+dcs_write_failover() { # leader candidate
+  local key="/service/matrix-$DCS/failover" value="{\"leader\":\"$1\",\"member\":\"$2\"}"
+  case "$DCS" in
+    etcd) # etcd's v3 JSON gateway: key and value base64-encoded
+      docker exec "$(cid etcd1)" curl -sf -m 10 -X POST http://127.0.0.1:2379/v3/kv/put \
+        -d "{\"key\":\"$(printf %s "$key" | base64 -w0)\",\"value\":\"$(printf %s "$value" | base64 -w0)\"}" ;;
+    consul)
+      docker exec "$(cid consul)" curl -sf -m 10 -X PUT --data-binary "$value" "http://127.0.0.1:8500/v1/kv$key" ;;
+    zookeeper) # set, or create when the node does not exist yet
+      docker exec "$(cid zookeeper)" praetor-node zkcli set "$key" "$value" ||
+        docker exec "$(cid zookeeper)" praetor-node zkcli create "$key" "$value" ;;
+  esac
+}
+
+# How the switchover is asked for (PRAETOR_MATRIX_SWITCHOVER): auto (default) = `praetorctl switchover --force` when
+# praetorctl has that command, else the leader's REST API (POST /switchover) when it exists, else the failover key in
+# the DCS; or exactly one of praetorctl | rest | dcs. Sets SWITCH_VIA; non-zero on failure.
+switchover_cmd() { # leader candidate
+  local leader="$1" cand="$2" mode="${PRAETOR_MATRIX_SWITCHOVER:-auto}" c code; c="$(cid "$leader")"
+  if [ "$mode" = praetorctl ] ||
+     { [ "$mode" = auto ] && docker exec "$c" praetorctl --help 2>/dev/null | grep -qw switchover; }; then
+    SWITCH_VIA="praetorctl switchover --force"
+    timeout 60 docker exec "$c" praetorctl -c /etc/praetor/praetor.yml switchover --leader "$leader" --candidate "$cand" --force
     return
   fi
-  local code
-  code="$(docker exec "$c" curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-    -d "{\"leader\":\"$leader\",\"candidate\":\"$cand\"}" http://127.0.0.1:8008/switchover)"
-  case "$code" in
-    200) return 0 ;;
-    404 | 405 | 501) return 2 ;;
-    *) echo "POST /switchover answered $code"; return 1 ;;
-  esac
+  if [ "$mode" = rest ] || [ "$mode" = auto ]; then
+    SWITCH_VIA="REST POST /switchover"
+    code="$(docker exec "$c" curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+      -d "{\"leader\":\"$leader\",\"candidate\":\"$cand\"}" http://127.0.0.1:8008/switchover)"
+    [ "$code" = 200 ] && return 0
+    if [ "$mode" = rest ] || ! [[ "$code" =~ ^(404|405|501)$ ]]; then echo "POST /switchover answered $code"; return 1; fi
+  fi
+  SWITCH_VIA="failover key written into $DCS"
+  dcs_write_failover "$leader" "$cand"
 }
 switched() { [ "$(leaders)" = "$1" ] && healthy; }
 
@@ -234,14 +269,14 @@ check_switchover() {
   for n in "${NODES[@]}"; do [ "$n" != "$old" ] && is_streaming "$n" && { cand="$n"; break; }; done
   [ -n "${cand:-}" ] || { record switchover FAIL "no streaming candidate: $(states)"; return 1; }
   local t0=$SECONDS out rc
-  out="$(switchover_cmd "$old" "$cand" 2>&1)"; rc=$?
-  if [ $rc -eq 2 ]; then
-    record switchover PENDING "neither 'praetorctl switchover' nor REST POST /switchover exists yet"; return 0
-  elif [ $rc -ne 0 ]; then
-    record switchover FAIL "$(tr '\n' ' ' <<<"$out")"; return 1
+  SWITCH_VIA=""
+  switchover_cmd "$old" "$cand" >"$WORK/switchover.out" 2>&1; rc=$?
+  out="$(cat "$WORK/switchover.out")"
+  if [ $rc -ne 0 ]; then
+    record switchover FAIL "${SWITCH_VIA:-?}: $(tr '\n' ' ' <<<"$out")"; return 1
   fi
   if wait_until "$TIMEOUT" "$cand leading, $old streaming" switched "$cand"; then
-    record switchover PASS "$old -> $cand in $((SECONDS - t0))s"
+    record switchover PASS "$old -> $cand in $((SECONDS - t0))s (via $SWITCH_VIA)"
   else
     record switchover FAIL "$(states)"; return 1
   fi
@@ -263,7 +298,7 @@ check_partition() {
   CUT="$old"
   local t0=$SECONDS since; since="$(date -u +%Y-%m-%dT%H:%M:%S)"
   T_CUT=$SECONDS T_LEAD="" T_RO="" T_NOWRITE=""
-  docker network disconnect "${NETWORK}" "$(cid "$old")" ||
+  timeout 60 docker network disconnect "${NETWORK}" "$(cid "$old")" ||
     { record partition FAIL "docker network disconnect failed"; return 1; }
   if wait_until "$TIMEOUT" "$old read-only and another leader" demoted_and_replaced "$old"; then
     local served="no"
@@ -278,12 +313,12 @@ check_partition() {
     record partition FAIL "$(states); $old in recovery: ${ro:-no answer}"; return 1
   fi
   # The cut node's log over the partition, for whoever reads the run afterwards.
-  docker logs --since "$since" "$(cid "$old")" >"$WORK/partition-$old.log" 2>&1
+  timeout 30 docker logs --since "$since" "$(cid "$old")" >"$WORK/partition-$old.log" 2>&1
 }
 
 check_reconnect() {
   local t0=$SECONDS
-  docker network connect --ip "$(node_ip "$CUT")" "${NETWORK}" "$(cid "$CUT")" ||
+  timeout 60 docker network connect --ip "$(node_ip "$CUT")" "${NETWORK}" "$(cid "$CUT")" ||
     { record reconnect FAIL "docker network connect failed"; return 1; }
   if wait_until "$TIMEOUT" "$CUT streaming as a replica" rejoined "$CUT"; then
     record reconnect PASS "$CUT streams again after $((SECONDS - t0))s"
@@ -304,16 +339,18 @@ run_dcs() {
   WORK="$CACHE/work-$DCS"
   export PRAETOR_MATRIX_WORK="$WORK"
   rm -rf "$WORK" && mkdir -p "$WORK"
-  python3 "$ROOT/compose/gen-config.py" "$DCS" "$NET_PREFIX" "$WORK" || die "generating the configurations failed"
+  "$PY" "$ROOT/compose/gen-config.py" "$DCS" "$NET_PREFIX" "$WORK" || die "generating the configurations failed"
   local t0=$SECONDS
   say "== $DCS: bringing up $PROJECT"
   # A project left over by an interrupted run of this script.
-  dc down -v --remove-orphans -t 5 >/dev/null 2>&1
+  timeout 120 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" down -v --remove-orphans -t 5 >/dev/null 2>&1
   CURRENT="$PROJECT"
-  if ! dc up -d >"$WORK/up.log" 2>&1; then
+  CIDS=()
+  if ! timeout 300 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" up -d >"$WORK/up.log" 2>&1; then
     cat "$WORK/up.log" >&2
     record healthy FAIL "docker-compose up failed"
   else
+    load_cids
     WPORT="$(dc port haproxy 5000 | sed 's/.*://')"
     RPORT="$(dc port haproxy 5001 | sed 's/.*://')"
     say "HAProxy: write 127.0.0.1:$WPORT, read 127.0.0.1:$RPORT, stats http://127.0.0.1:$(dc port haproxy 7000 | sed 's/.*://')/"

@@ -4,8 +4,18 @@
 #   praetor-node node [config]   praetor + PostgreSQL: prepare the data volume and the socket directory, then run
 #                                praetor as the postgres user with /etc/praetor/praetor.yml (or the given file)
 #   praetor-node zookeeper       a standalone ZooKeeper on port 2181 (data in /var/lib/zookeeper-standalone)
+#   praetor-node zkcli CMD ARGS  one ZooKeeper CLI command (zkCli's `get`, `set`, `create`, ...) on 127.0.0.1:2181
 #   praetor-node <command...>    run the command as is (etcd, consul-api-server, haproxy, bash)
 set -euo pipefail
+
+zk_classpath() {
+  local cp=/usr/share/java/zookeeper.jar jar
+  for jar in /usr/share/java/slf4j-simple.jar /usr/share/java/netty-codec.jar /usr/share/java/netty-resolver.jar \
+    /usr/share/java/commons-cli.jar; do
+    [ -f "$jar" ] && cp="$cp:$jar"
+  done
+  echo "$cp"
+}
 
 case "${1:-node}" in
   node)
@@ -32,12 +42,13 @@ minSessionTimeout=1000
 4lw.commands.whitelist=srvr,ruok,stat,mntr
 admin.enableServer=false
 EOF
-    cp=/usr/share/java/zookeeper.jar
-    for jar in /usr/share/java/slf4j-simple.jar /usr/share/java/netty-codec.jar /usr/share/java/netty-resolver.jar; do
-      [ -f "$jar" ] && cp="$cp:$jar"
-    done
     exec java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.jmx.log4j.disable=true \
-      -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain /tmp/zoo.cfg
+      -cp "$(zk_classpath)" org.apache.zookeeper.server.ZooKeeperServerMain /tmp/zoo.cfg
+    ;;
+  zkcli)
+    shift
+    exec java -Xmx64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+      -cp "$(zk_classpath)" org.apache.zookeeper.ZooKeeperMain -server 127.0.0.1:2181 "$@"
     ;;
   *)
     exec "$@"
