@@ -50,6 +50,11 @@ image_label() { # image label
   docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
 }
 
+# One build at a time (two matrix runs started together share the cache directory and the image tags).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build.lock"
+flock -w 3600 9 || die "another build-images.sh holds $CACHE/build.lock"
+
 PKGHASH="$(printf '%s\n' "$SUITE" "$RECIPE" "${PACKAGES[@]}" | sha256sum | cut -c1-16)"
 
 build_base() {
