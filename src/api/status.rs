@@ -58,6 +58,17 @@ pub struct PatroniInfo {
     pub praetor_version: String,
 }
 
+/// The last HA decision of a node (`praetor_ha` in the status JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HaDecisionInfo {
+    /// The cycle's log line, as Patroni would log it (`no action. I am (pg0), the leader with the lock`).
+    pub decision: String,
+    /// Actions taken in that cycle (`Follow(pg0)`, `TakeLock`, …), empty when none.
+    pub actions: Vec<String>,
+    /// When the cycle ended (RFC 3339, UTC).
+    pub at: String,
+}
+
 /// Everything a REST handler needs, published by the HA task after every cycle.
 ///
 /// The serialized form is Patroni's status JSON; the `#[serde(skip)]` fields feed the health checks.
@@ -122,6 +133,10 @@ pub struct NodeStatus {
     /// The watchdog device is unhealthy.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub watchdog_failed: bool,
+    /// praetor only (Patroni clients ignore unknown fields): the last HA cycle's decision, shown
+    /// by `praetorctl why`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub praetor_ha: Option<HaDecisionInfo>,
 
     /// This node holds the leader key.
     #[serde(skip)]
@@ -176,6 +191,7 @@ impl NodeStatus {
             },
             scheduled_restart: None,
             watchdog_failed: false,
+            praetor_ha: None,
             is_leader: false,
             standby_cluster: false,
             noloadbalance: false,

@@ -205,6 +205,23 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     finish(local, opts, problems)
 }
 
+/// The local configuration (file or directory, with the `PATRONI_*` environment patched over it)
+/// read leniently and **not** validated: for tools such as praetorctl that need a few keys only and
+/// accept files without `name`/`postgresql`. Fails only when the source cannot be read or parsed;
+/// type problems of single keys are returned as warnings (the key reads as absent).
+pub fn load_raw(opts: &LoadOptions) -> Result<(raw::RawConfig, Vec<Problem>), ConfigErrors> {
+    let mut problems = Vec::new();
+    let Some(local) = read_local(opts, &mut problems) else { return Err(ConfigErrors(problems)) };
+    if problems.iter().any(Problem::is_error) {
+        return Err(ConfigErrors(problems));
+    }
+    let (raw, _unknown) = deserialize_collecting::<raw::RawConfig>(local, "", &mut problems);
+    for p in &mut problems {
+        p.severity = Severity::Warning;
+    }
+    Ok((raw, problems))
+}
+
 /// Parse a configuration given as YAML text (plus `opts.env` overrides); `opts.path` is ignored.
 pub fn load_str(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     let mut problems = Vec::new();

@@ -1,13 +1,12 @@
 //! Finding the cluster like patronictl does (`ctl.py load_config`, `parse_dcs`): the configuration
-//! file (`-c`, `PATRONICTL_CONFIG_FILE`, or the default paths), overridden by `-d DCS://HOST:PORT/NAMESPACE`.
-//!
-//! TEMPORARY: this reads only the keys praetorctl needs (`scope`, `namespace`, the DCS sections, `ctl`)
-//! straight from the YAML. Replace it with `crate::config` once that module offers a loader for
-//! ctl-sized files (no `name`/`postgresql` required).
+//! file (`-c`, `PATRONICTL_CONFIG_FILE`, or the default paths) read by [`crate::config::load_raw`]
+//! (files or a directory, `PATRONI_*` variables patched over it, no validation: a ctl file needs no
+//! `name`/`postgresql`), overridden by `-d DCS://HOST:PORT/NAMESPACE`.
 
 use crate::config::dcs::{ConsulConfig, DcsSection, EtcdConfig, ZooKeeperConfig};
-use serde::de::DeserializeOwned;
-use serde_yaml_ng::Value;
+use crate::config::raw::{RawConfig, RawUserPass};
+use crate::config::{LoadOptions, load_raw};
+use crate::types::Secret;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +21,16 @@ pub struct CtlConfig {
     pub dcs: Option<DcsSection>,
     /// `ctl.insecure` or `-k`: do not verify TLS certificates of the REST API.
     pub insecure: bool,
+    /// Basic auth for the REST API: `ctl.authentication`, else `restapi.authentication`.
+    pub auth: Option<(String, Secret<String>)>,
+    /// CA bundle for the REST API: `ctl.cacert`, else `restapi.cafile`.
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (`ctl.certfile`).
+    pub certfile: Option<PathBuf>,
+    /// Client key (`ctl.keyfile`; defaults to the certificate file).
+    pub keyfile: Option<PathBuf>,
+    /// `ctl.keyfile_password` (encrypted keys are not supported; given only to say so).
+    pub keyfile_password: bool,
 }
 
 /// A configuration problem; the message is what the user sees after `Error: `.
@@ -44,7 +53,8 @@ pub fn default_paths(env: &BTreeMap<String, String>) -> Vec<PathBuf> {
 }
 
 /// Load the configuration. `explicit` is `-c`/`PATRONICTL_CONFIG_FILE`: it must exist. Without it
-/// the first existing default path is read, or none. `dcs_url` replaces every DCS section.
+/// the first existing default path is read, or none (then the `PATRONI_*` environment alone).
+/// `dcs_url` replaces every DCS section.
 pub fn load(
     explicit: Option<&Path>,
     dcs_url: Option<&str>,
@@ -53,7 +63,7 @@ pub fn load(
 ) -> Result<CtlConfig, ConfigError> {
     let path = match explicit {
         Some(p) => {
-            if std::fs::File::open(p).is_err() {
+            if !(p.is_dir() || std::fs::File::open(p).is_ok()) {
                 return Err(ConfigError(format!(
                     "Provided config file {} not existing or no read rights. Check the -c/--config-file parameter",
                     p.display()
@@ -63,24 +73,13 @@ pub fn load(
         }
         None => default_paths(env).into_iter().find(|p| p.is_file()),
     };
-    let mut doc = match &path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-            if text.trim().is_empty() {
-                Value::Mapping(Default::default())
-            } else {
-                serde_yaml_ng::from_str::<Value>(&text)
-                    .map_err(|e| ConfigError(format!("{} is not valid YAML: {e}", p.display())))?
-            }
-        }
-        None => Value::Mapping(Default::default()),
-    };
-    if !doc.is_mapping() {
-        doc = Value::Mapping(Default::default());
+    let opts = LoadOptions { path, env: env.clone(), dcs: None, strict: false };
+    let (raw, warnings) = load_raw(&opts)
+        .map_err(|e| ConfigError(e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))?;
+    for w in warnings {
+        tracing::debug!("configuration: {w}");
     }
-    apply_env(&mut doc, env);
-    let mut cfg = from_yaml(&doc)?;
+    let mut cfg = from_raw(&raw);
     if let Some(url) = dcs_url {
         let (section, namespace) = parse_dcs_url(url)?;
         cfg.dcs = Some(section);
@@ -92,66 +91,40 @@ pub fn load(
     Ok(cfg)
 }
 
-/// The few `PATRONI_*` variables that locate a cluster (`config.py _build_environment_configuration`).
-fn apply_env(doc: &mut Value, env: &BTreeMap<String, String>) {
-    let Some(map) = doc.as_mapping_mut() else { return };
-    for (var, key) in [("PATRONI_SCOPE", "scope"), ("PATRONI_NAMESPACE", "namespace")] {
-        if let Some(v) = env.get(var) {
-            map.insert(Value::from(key), Value::from(v.as_str()));
-        }
+/// `authentication: {username, password}` or the old `auth: user:password`.
+fn user_pass(a: &Option<RawUserPass>, old: &Option<String>) -> Option<(String, Secret<String>)> {
+    if let Some(a) = a {
+        let user = a.username.clone()?;
+        return Some((user, Secret(a.password.as_ref().map(|p| p.expose().clone()).unwrap_or_default())));
     }
-    for (section, keys) in [
-        ("etcd3", &["host", "hosts", "url", "protocol", "username", "password", "cacert", "cert", "key"][..]),
-        ("etcd", &["host", "hosts", "url", "protocol", "username", "password", "cacert", "cert", "key"][..]),
-        ("consul", &["host", "url", "port", "scheme", "token", "cacert", "cert", "key", "dc"][..]),
-        ("zookeeper", &["hosts"][..]),
-    ] {
-        for key in keys {
-            let var = format!("PATRONI_{}_{}", section.to_uppercase(), key.to_uppercase());
-            if let Some(v) = env.get(&var) {
-                let entry =
-                    map.entry(Value::from(section)).or_insert_with(|| Value::Mapping(Default::default()));
-                if let Some(m) = entry.as_mapping_mut() {
-                    m.insert(Value::from(*key), Value::from(v.as_str()));
-                }
-            }
-        }
-    }
+    let (u, p) = old.as_deref()?.split_once(':')?;
+    Some((u.to_string(), Secret(p.to_string())))
 }
 
-fn section<T: DeserializeOwned>(doc: &Value, name: &str) -> Result<Option<T>, ConfigError> {
-    match doc.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_yaml_ng::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| ConfigError(format!("invalid `{name}` section: {e}"))),
-    }
-}
-
-fn from_yaml(doc: &Value) -> Result<CtlConfig, ConfigError> {
-    let text = |k: &str| match doc.get(k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let dcs = if let Some(c) = section::<EtcdConfig>(doc, "etcd3")? {
-        Some(DcsSection::Etcd3 { config: c, from_v2_section: false })
-    } else if let Some(c) = section::<EtcdConfig>(doc, "etcd")? {
-        Some(DcsSection::Etcd3 { config: c, from_v2_section: true })
-    } else if let Some(c) = section::<ConsulConfig>(doc, "consul")? {
-        Some(DcsSection::Consul(c))
+fn from_raw(raw: &RawConfig) -> CtlConfig {
+    let dcs = if let Some(c) = &raw.etcd3 {
+        Some(DcsSection::Etcd3 { config: c.clone(), from_v2_section: false })
+    } else if let Some(c) = &raw.etcd {
+        Some(DcsSection::Etcd3 { config: c.clone(), from_v2_section: true })
+    } else if let Some(c) = &raw.consul {
+        Some(DcsSection::Consul(c.clone()))
     } else {
-        section::<ZooKeeperConfig>(doc, "zookeeper")?.map(DcsSection::ZooKeeper)
+        raw.zookeeper.clone().map(DcsSection::ZooKeeper)
     };
-    let insecure = doc.get("ctl").and_then(|c| c.get("insecure")).is_some_and(|v| {
-        matches!(v, Value::Bool(true)) || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true"))
-    });
-    Ok(CtlConfig {
-        scope: text("scope"),
-        namespace: text("namespace").unwrap_or_else(|| "/service".into()),
+    let ctl = &raw.ctl;
+    let certfile = ctl.certfile.clone().map(PathBuf::from);
+    CtlConfig {
+        scope: raw.scope.clone(),
+        namespace: raw.namespace.clone().unwrap_or_else(|| "/service".into()),
         dcs,
-        insecure,
-    })
+        insecure: ctl.insecure.unwrap_or(false),
+        auth: user_pass(&ctl.authentication, &ctl.auth)
+            .or_else(|| user_pass(&raw.restapi.authentication, &raw.restapi.auth)),
+        cacert: ctl.cacert.clone().or_else(|| raw.restapi.cafile.clone()).map(PathBuf::from),
+        keyfile: certfile.as_ref().and(ctl.keyfile.clone().map(PathBuf::from)),
+        certfile,
+        keyfile_password: ctl.keyfile_password.is_some(),
+    }
 }
 
 /// `parse_dcs`: `DCS://HOST:PORT/NAMESPACE` → the DCS section and the namespace, if given. Scheme
@@ -249,6 +222,30 @@ mod tests {
     fn explicit_missing_config_file_is_an_error() {
         let e = load(Some(Path::new("/nonexistent/x.yaml")), None, false, &BTreeMap::new()).unwrap_err();
         assert!(e.0.contains("not existing or no read rights"), "{e}");
+    }
+
+    #[test]
+    fn ctl_auth_falls_back_to_restapi_and_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.yml");
+        std::fs::write(
+            &p,
+            "scope: s\nrestapi:\n  authentication: {username: r, password: rp}\n  cafile: /ca.pem\n",
+        )
+        .unwrap();
+        let c = load(Some(&p), None, true, &BTreeMap::new()).unwrap();
+        assert_eq!(c.auth.as_ref().map(|(u, p)| (u.as_str(), p.expose().as_str())), Some(("r", "rp")));
+        assert_eq!(c.cacert.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(c.insecure);
+        let env = BTreeMap::from([
+            ("PATRONI_CTL_USERNAME".to_string(), "c".to_string()),
+            ("PATRONI_CTL_PASSWORD".to_string(), "cp".to_string()),
+            ("PATRONI_ETCD3_HOSTS".to_string(), "h1:2379,h2:2379".to_string()),
+        ]);
+        let c = load(Some(&p), None, false, &env).unwrap();
+        assert_eq!(c.auth.as_ref().map(|(u, p)| (u.as_str(), p.expose().as_str())), Some(("c", "cp")));
+        assert!(matches!(c.dcs, Some(DcsSection::Etcd3 { ref config, .. }) if config.hosts.len() == 2));
+        assert!(!c.insecure);
     }
 
     #[test]

@@ -717,7 +717,7 @@ impl Ha {
             .iter()
             .any(|a| matches!(a, super::action::Action::Demote(_) | super::action::Action::StopImmediate));
         self.last_obs = if stopped { None } else { Some(obs) };
-        self.publish_status(&policy);
+        self.publish_status(&policy, &decision);
         *self.shared.last_cycle.lock().expect("cycle lock") = Instant::now();
         let now = self.shared.now();
         let lease_left = self.mem.leader_until.filter(|t| *t > now).map(|t| t.0 - now.0);
@@ -783,7 +783,7 @@ impl Ha {
         }
     }
 
-    fn publish_status(&self, policy: &DynamicPolicy) {
+    fn publish_status(&self, policy: &DynamicPolicy, decision: &super::action::Decision) {
         let pg = &self.last_pg;
         let rs = self.rs.lock().expect("role lock").clone();
         let mut s = NodeStatus::initial(&self.cfg.scope, &self.cfg.name);
@@ -853,6 +853,11 @@ impl Ha {
         } else if pg.sysid.is_some() {
             s.database_system_identifier = pg.sysid.clone();
         }
+        s.praetor_ha = Some(crate::api::status::HaDecisionInfo {
+            decision: decision.log_line(),
+            actions: decision.actions.iter().map(|a| a.to_string()).collect(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
         self.status_tx.send_replace(Arc::new(s));
     }
 

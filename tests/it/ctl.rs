@@ -403,3 +403,191 @@ mod cluster {
         }
     }
 }
+
+/// praetorctl driving a real three-node praetor cluster on etcd (PATRONI-COMPAT §4.2 data paths:
+/// REST for switchover/failover/restart/reinit/pause, DCS for list/edit-config/show-config).
+mod praetor_cluster {
+    use crate::support::agents::{AgentCluster, BoxFut, Store};
+    use crate::support::etcd::EtcdServer;
+    use crate::support::wait_for;
+    use serde_json::Value;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    struct Etcd {
+        server: EtcdServer,
+    }
+
+    impl Store for Etcd {
+        fn yaml(&self) -> String {
+            format!("etcd3:\n  hosts: {}\n", self.server.hosts().join(","))
+        }
+        fn leader(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let key = format!("/service/{scope}/leader");
+            Box::pin(async move { get(&self.server, &key).await })
+        }
+        fn put_failover(&self, scope: &str, value: String) -> BoxFut<'_, ()> {
+            let key = format!("/service/{scope}/failover");
+            Box::pin(async move {
+                self.server.client().await.put(key, value, None).await.expect("put failover");
+            })
+        }
+        fn failover(&self, scope: &str) -> BoxFut<'_, Option<String>> {
+            let key = format!("/service/{scope}/failover");
+            Box::pin(async move { get(&self.server, &key).await })
+        }
+    }
+
+    async fn get(server: &EtcdServer, key: &str) -> Option<String> {
+        let r = server.client().await.get(key, None).await.ok()?;
+        r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+    }
+
+    struct Ctl {
+        cfg: PathBuf,
+        home: PathBuf,
+    }
+
+    impl Ctl {
+        /// Run praetorctl with stdin closed; (exit code, stdout, stderr).
+        async fn run(&self, args: &[&str]) -> (i32, String, String) {
+            let fut = tokio::process::Command::new(env!("CARGO_BIN_EXE_praetorctl"))
+                .arg("-c")
+                .arg(&self.cfg)
+                .args(args)
+                .env_remove("PATRONICTL_CONFIG_FILE")
+                .env_remove("DCS_URL")
+                .env("HOME", &self.home)
+                .stdin(std::process::Stdio::null())
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(120), fut)
+                .await
+                .unwrap_or_else(|_| panic!("praetorctl {args:?} did not finish in 120 s"))
+                .expect("run praetorctl");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+
+        async fn ok(&self, args: &[&str], c: &AgentCluster) -> String {
+            let (code, out, err) = self.run(args).await;
+            assert_eq!(code, 0, "praetorctl {args:?} failed\nstdout:\n{out}\nstderr:\n{err}\n{}", c.logs());
+            out
+        }
+    }
+
+    async fn status(c: &AgentCluster, i: usize) -> Value {
+        let url = format!("http://127.0.0.1:{}/patroni", c.nodes[i].api);
+        match c.http.get(url).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn new_leader(c: &AgentCluster, store: &Etcd, not: usize) -> usize {
+        let found = std::cell::Cell::new(None);
+        let ok = wait_for(Duration::from_secs(90), || async {
+            let (p, s) = c.roles().await;
+            let l = p.first().copied().filter(|l| *l != not && p.len() == 1);
+            found.set(l);
+            match l {
+                Some(l) => {
+                    s.len() == 2 && store.leader(&c.scope).await.as_deref() == Some(c.nodes[l].name.as_str())
+                }
+                None => false,
+            }
+        })
+        .await;
+        assert!(ok, "no new healthy leader other than {}\n{}", c.nodes[not].name, c.logs());
+        found.get().expect("set")
+    }
+
+    fn write_cfg(dir: &Path, scope: &str, store: &Etcd) -> PathBuf {
+        let p = dir.join("praetorctl.yaml");
+        std::fs::write(&p, format!("scope: {scope}\n{}", store.yaml())).expect("write praetorctl.yaml");
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn praetorctl_drives_a_praetor_cluster() {
+        let Some(server) = EtcdServer::start().await else { return };
+        let store = Etcd { server };
+        let Some(mut c) = AgentCluster::start("ctlha", &store) else { return };
+        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
+        let ctl = Ctl { cfg: write_cfg(c.dir(), "ctlha", &store), home: c.dir().to_path_buf() };
+
+        // list (DCS): title, one leader, two streaming replicas
+        let out = ctl.ok(&["list"], &c).await;
+        assert!(out.starts_with("+ Cluster: ctlha ("), "{out}");
+        assert_eq!(out.matches("| Leader ").count(), 1, "{out}");
+        assert_eq!(out.matches(" streaming ").count(), 2, "{out}");
+
+        // switchover --force (REST POST /switchover to the leader; candidate chosen by the cluster)
+        let out = ctl.ok(&["switchover", "--force"], &c).await;
+        assert!(out.starts_with("Current cluster topology\n"), "{out}");
+        let l2 = new_leader(&c, &store, leader).await;
+
+        // failover --candidate (REST POST /failover)
+        let cand = (0..3).find(|i| *i != l2).expect("a replica");
+        let out = ctl.ok(&["failover", "--candidate", &c.nodes[cand].name, "--force"], &c).await;
+        assert!(out.contains(&format!("Successfully failed over to \"{}\"", c.nodes[cand].name)), "{out}");
+        let l3 = new_leader(&c, &store, l2).await;
+        assert_eq!(l3, cand);
+
+        // restart one member (REST POST /restart): a new postmaster start time
+        let r = (0..3).find(|i| *i != l3).expect("a replica");
+        let before = status(&c, r).await["postmaster_start_time"].clone();
+        let out = ctl.ok(&["restart", "ctlha", &c.nodes[r].name, "--force"], &c).await;
+        assert!(out.contains(&format!("Success: restart on member {}", c.nodes[r].name)), "{out}");
+        let restarted = wait_for(Duration::from_secs(60), || async {
+            let s = status(&c, r).await;
+            s["state"] == "running"
+                && !s["postmaster_start_time"].is_null()
+                && s["postmaster_start_time"] != before
+        })
+        .await;
+        assert!(restarted, "postmaster of {} not restarted\n{}", c.nodes[r].name, c.logs());
+
+        // reinit --wait (REST POST /reinitialize, then polls GET /patroni)
+        let out = ctl.ok(&["reinit", "ctlha", &c.nodes[r].name, "--force", "--wait"], &c).await;
+        assert!(out.contains(&format!("Success: reinitialize for member {}", c.nodes[r].name)), "{out}");
+        assert!(out.contains(&format!("Reinitialize is completed on: {}", c.nodes[r].name)), "{out}");
+        let back = wait_for(Duration::from_secs(90), || async { c.roles().await.1.contains(&r) }).await;
+        assert!(back, "{} does not stream after reinit\n{}", c.nodes[r].name, c.logs());
+
+        // pause --wait / resume --wait (REST PATCH /config, then the members' pause flags in the DCS)
+        let out = ctl.ok(&["pause", "--wait"], &c).await;
+        assert!(out.ends_with("Success: cluster management is paused\n"), "{out}");
+        assert!(ctl.ok(&["list"], &c).await.contains(" Maintenance mode: on"));
+        let (code, _, err) = ctl.run(&["pause"]).await;
+        assert_eq!((code, err.as_str()), (1, "Error: Cluster is already paused\n"));
+        let out = ctl.ok(&["resume", "--wait"], &c).await;
+        assert!(out.ends_with("Success: cluster management is resumed\n"), "{out}");
+        assert!(!ctl.ok(&["list"], &c).await.contains("Maintenance mode"));
+
+        // edit-config -s ttl=20 --force (DCS CAS on /config) and show-config
+        let out = ctl.ok(&["edit-config", "-s", "ttl=20", "--force"], &c).await;
+        assert!(out.contains("-ttl: 10\n+ttl: 20\n"), "{out}");
+        assert!(out.ends_with("Configuration changed\n"), "{out}");
+        let out = ctl.ok(&["show-config"], &c).await;
+        assert!(out.contains("\nttl: 20\n"), "{out}");
+        let (code, out, _) = ctl.run(&["edit-config", "-s", "ttl=20", "--force"]).await;
+        assert_eq!((code, out.as_str()), (0, "Not changed\n"));
+
+        // why: every member reports its last decision
+        let out = ctl.ok(&["why"], &c).await;
+        for n in &c.nodes {
+            assert!(out.contains(&format!("| {} ", n.name)), "{out}");
+        }
+        assert!(out.contains("the leader with the lock"), "{out}");
+
+        // usage errors exit 2, refused actions 1
+        assert_eq!(ctl.run(&["switchover", "--bogus"]).await.0, 2);
+        let (code, _, err) = ctl.run(&["failover", "--candidate", "nobody", "--force"]).await;
+        assert_eq!(code, 1);
+        assert!(err.contains("Member nobody does not exist in cluster ctlha"), "{err}");
+        c.stop_all();
+    }
+}
