@@ -242,24 +242,32 @@ dcs_write_failover() { # leader candidate
 }
 
 # How the switchover is asked for (PRAETOR_MATRIX_SWITCHOVER): auto (default) = `praetorctl switchover --force` when
-# praetorctl has that command, else the leader's REST API (POST /switchover) when it exists, else the failover key in
-# the DCS; or exactly one of praetorctl | rest | dcs. Sets SWITCH_VIA; non-zero on failure.
+# praetorctl has that command and the leader's REST API serves POST /switchover (what praetorctl calls), else the REST
+# API, else the failover key in the DCS; or exactly one of praetorctl | rest | dcs. Sets SWITCH_VIA; non-zero on failure.
+rest_switchover_code() { # leader: the HTTP status of POST /switchover {} (400 when it exists: no leader given)
+  timeout 40 docker exec "$(cid "$1")" curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8008/switchover
+}
 switchover_cmd() { # leader candidate
-  local leader="$1" cand="$2" mode="${PRAETOR_MATRIX_SWITCHOVER:-auto}" c code; c="$(cid "$leader")"
-  if [ "$mode" = praetorctl ] ||
-     { [ "$mode" = auto ] && docker exec "$c" praetorctl --help 2>/dev/null | grep -qw switchover; }; then
+  local leader="$1" cand="$2" mode="${PRAETOR_MATRIX_SWITCHOVER:-auto}" c code rest="not probed"; c="$(cid "$leader")"
+  if [ "$mode" = auto ]; then
+    code="$(rest_switchover_code "$leader")"
+    rest=yes; [[ "$code" =~ ^(404|405|501)$ ]] && rest="no (POST /switchover answers $code)"
+  fi
+  if [ "$mode" = praetorctl ] || { [ "$mode" = auto ] && [ "$rest" = yes ] &&
+     timeout 20 docker exec "$c" praetorctl --help 2>/dev/null | grep -qw switchover; }; then
     SWITCH_VIA="praetorctl switchover --force"
     timeout 60 docker exec "$c" praetorctl -c /etc/praetor/praetor.yml switchover --leader "$leader" --candidate "$cand" --force
     return
   fi
-  if [ "$mode" = rest ] || [ "$mode" = auto ]; then
+  if [ "$mode" = rest ] || { [ "$mode" = auto ] && [ "$rest" = yes ]; }; then
     SWITCH_VIA="REST POST /switchover"
-    code="$(docker exec "$c" curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    code="$(timeout 40 docker exec "$c" curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
       -d "{\"leader\":\"$leader\",\"candidate\":\"$cand\"}" http://127.0.0.1:8008/switchover)"
     [ "$code" = 200 ] && return 0
-    if [ "$mode" = rest ] || ! [[ "$code" =~ ^(404|405|501)$ ]]; then echo "POST /switchover answered $code"; return 1; fi
+    echo "POST /switchover answered $code"; return 1
   fi
-  SWITCH_VIA="failover key written into $DCS"
+  SWITCH_VIA="failover key written into $DCS; REST API: $rest"
   dcs_write_failover "$leader" "$cand"
 }
 switched() { [ "$(leaders)" = "$1" ] && healthy; }
