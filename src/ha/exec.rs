@@ -46,7 +46,6 @@ struct TaskCx {
     callbacks: Callbacks,
     watchdog: Arc<Mutex<crate::watchdog::Watchdog>>,
     pre_promote: Option<String>,
-    ttl: Duration,
     paused: bool,
     status_tx: tokio::sync::watch::Sender<Arc<crate::api::status::NodeStatus>>,
 }
@@ -96,7 +95,6 @@ impl Ha {
             callbacks: self.callbacks.clone(),
             watchdog: self.watchdog.clone(),
             pre_promote: self.cfg.postgresql.pre_promote.clone(),
-            ttl: self.dynamic.ttl_duration(),
             paused: self.dynamic.is_paused(),
             status_tx: self.status_tx.clone(),
         }
@@ -190,7 +188,7 @@ impl Ha {
                         Ok(None) => RewindCheck::Unknown,
                         Err(e) => {
                             warn!("rewind check against {} failed: {e}", target.name);
-                            RewindCheck::Unknown
+                            RewindCheck::LeaderUnavailable
                         }
                     },
                 };
@@ -430,7 +428,7 @@ impl Ha {
                 info!("Leader key released");
             }
             Action::TakeLock => {
-                let wd = self.watchdog.lock().expect("watchdog lock").activate(self.dynamic.ttl_duration());
+                let wd = self.watchdog.lock().expect("watchdog lock").activate();
                 if let Err(e) = wd {
                     return Err(anyhow!(e));
                 }
@@ -473,7 +471,7 @@ impl Ha {
                 self.rs.lock().expect("role lock").role = Role::Promoted;
                 self.spawn(LongActionKind::Promote, |cx, _cancel| async move {
                     if !cx.paused
-                        && let Err(e) = cx.watchdog.lock().expect("watchdog lock").activate(cx.ttl)
+                        && let Err(e) = cx.watchdog.lock().expect("watchdog lock").activate()
                     {
                         warn!("{e}");
                         cx.set_role(Role::Replica);
