@@ -268,6 +268,9 @@ pub enum Reason {
     RunningRewind {
         from: String,
     },
+    WaitingForTimelineCheck {
+        leader: String,
+    },
     ReinitializingDivergedTimelines,
     BootstrappingNewCluster,
     FailedToAcquireInitializeLock,
@@ -370,6 +373,9 @@ impl fmt::Display for Reason {
             StartingReadonlyHadLock => f.write_str("starting as readonly because i had the session lock"),
             StartingAsSecondary => f.write_str("starting as a secondary"),
             RunningRewind { from } => write!(f, "running pg_rewind from {from}"),
+            WaitingForTimelineCheck { leader } => {
+                write!(f, "waiting for the timeline check against the leader {leader} before following it")
+            }
             ReinitializingDivergedTimelines => f.write_str("reinitializing due to diverged timelines"),
             BootstrappingNewCluster => f.write_str("trying to bootstrap a new cluster"),
             FailedToAcquireInitializeLock => f.write_str("failed to acquire initialize lock"),

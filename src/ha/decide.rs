@@ -688,6 +688,20 @@ impl<'s, 'a> Cx<'s, 'a> {
         Ok(None)
     }
 
+    /// The timeline check against the leader was due but the leader could not be asked (not
+    /// reachable, or shutting down): keep PostgreSQL stopped and try again next cycle,
+    /// rather than start streaming from a leader whose history may have forked from ours (such a
+    /// walsender also holds up that leader's fast shutdown until its lease expires).
+    fn timeline_check_pending(&self, cluster: &Cluster) -> Option<Reason> {
+        if self.next.rewind != RewindState::Check
+            || self.s.steps.rewind_check != Some(RewindCheck::LeaderUnavailable)
+        {
+            return None;
+        }
+        let leader = self.leader_target(cluster)?;
+        Some(Reason::WaitingForTimelineCheck { leader: leader.name })
+    }
+
     /// Patroni `Rewind.rewind_or_reinitialize_needed_and_possible`.
     fn rewind_needed_and_possible(&mut self, leader: &FollowTarget) -> R<bool> {
         if leader.name != self.me() && leader.conn_url.is_some() && self.next.rewind == RewindState::Check {
@@ -695,7 +709,7 @@ impl<'s, 'a> Cx<'s, 'a> {
                 None => return Err(NeedStep(Step::CheckRewind(leader.clone()))),
                 Some(RewindCheck::Needed) => self.next.rewind = RewindState::Need,
                 Some(RewindCheck::NotNeeded) => self.next.rewind = RewindState::NotNeed,
-                Some(RewindCheck::Unknown) => {}
+                Some(RewindCheck::Unknown | RewindCheck::LeaderUnavailable) => {}
             }
         }
         Ok(leader.conn_url.is_some() && self.next.rewind == RewindState::Need)
@@ -756,6 +770,9 @@ impl<'s, 'a> Cx<'s, 'a> {
                 self.trigger_rewind_check();
             }
             if let Some(r) = self.handle_rewind_or_reinitialize(cluster)? {
+                return Ok(r);
+            }
+            if let Some(r) = self.timeline_check_pending(cluster) {
                 return Ok(r);
             }
             (Reason::StartingAsSecondary, self.node_to_follow(cluster))

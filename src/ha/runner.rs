@@ -183,6 +183,25 @@ pub fn policy(cfg: &Config, d: &DynamicConfig) -> DynamicPolicy {
     }
 }
 
+/// The dynamic configuration to start with (Patroni `Config._load_cache`): the one last read from
+/// the DCS, cached in `<data_dir>/patroni.dynamic.json`, else `bootstrap.dcs`. `true` when it came
+/// from the cache.
+pub fn initial_dynamic(cfg: &Config) -> (DynamicConfig, bool) {
+    match DynamicConfig::load_cache(&cfg.postgresql.data_dir) {
+        Some((d, problems)) => {
+            for p in problems {
+                warn!("{p}");
+            }
+            info!(
+                "using the dynamic configuration cached in {}",
+                cfg.postgresql.data_dir.join(crate::config::dynamic::CACHE_FILE).display()
+            );
+            (d, true)
+        }
+        None => (cfg.bootstrap.dcs.clone(), false),
+    }
+}
+
 /// `LocalIdentity` from the local configuration.
 pub fn identity(cfg: &Config, watchdog: &Watchdog) -> LocalIdentity {
     let t = &cfg.tags;
@@ -459,6 +478,8 @@ pub struct Ha {
     pub(super) last_pg: PgState,
     pub(super) last_obs: Option<PgObservation>,
     pub(super) reload_rx: Option<mpsc::UnboundedReceiver<Config>>,
+    /// `/config` changed since `patroni.dynamic.json` was last written.
+    pub(super) cache_needs_saving: bool,
 }
 
 /// Why the HA task ended.
@@ -481,7 +502,7 @@ impl Ha {
     ) -> Ha {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let http = peer_client(&cfg);
-        let dynamic = cfg.bootstrap.dcs.clone();
+        let (dynamic, from_cache) = initial_dynamic(&cfg);
         let watchdog = Watchdog::from_config(&cfg.watchdog);
         let callbacks =
             Callbacks::new(cfg.postgresql.callbacks.clone(), &cfg.scope).with_metrics(shared.metrics.clone());
@@ -516,6 +537,31 @@ impl Ha {
             last_pg: PgState::default(),
             last_obs: None,
             reload_rx: None,
+            cache_needs_saving: false,
+        }
+        .with_cached_dynamic(from_cache)
+    }
+
+    /// The cached dynamic configuration differs from `bootstrap.dcs`, which `pg` was built for.
+    fn with_cached_dynamic(mut self, from_cache: bool) -> Ha {
+        if from_cache {
+            self.rebuild_pg();
+        }
+        self
+    }
+
+    /// Patroni `Config.save_cache`: after a cycle that applied a new `/config`, write it to
+    /// `<data_dir>/patroni.dynamic.json` (once PostgreSQL has a data directory).
+    fn save_dynamic_cache(&mut self) {
+        let data_dir = &self.cfg.postgresql.data_dir;
+        if !self.cache_needs_saving || self.role() == Role::Uninitialized || !data_dir.is_dir() {
+            return;
+        }
+        match self.dynamic.save_cache(data_dir) {
+            Ok(()) => self.cache_needs_saving = false,
+            Err(e) => {
+                warn!("failed to write {}: {e}", data_dir.join(crate::config::dynamic::CACHE_FILE).display())
+            }
         }
     }
 
@@ -567,10 +613,11 @@ impl Ha {
             || d.retry_timeout != self.dynamic.retry_timeout;
         let first = self.config_version.is_none();
         self.config_version = Some(c.version);
+        self.cache_needs_saving = true;
         self.dynamic = d;
         self.shared.ttl_secs.store(self.dynamic.ttl, Ordering::Relaxed);
         self.shared.failsafe_mode.store(self.dynamic.failsafe_mode, Ordering::Relaxed);
-        if timing_changed
+        if (timing_changed || first)
             && let Err(e) = self
                 .dcs
                 .set_timing(
@@ -646,8 +693,12 @@ impl Ha {
         }
         let pg = pg_state(&self.pg, &obs, &self.role()).await;
         let policy = policy(&self.cfg, &self.dynamic);
-        let me = identity(&self.cfg, &self.watchdog.lock().expect("watchdog lock"));
         let timing = self.timing();
+        let me = {
+            let mut wd = self.watchdog.lock().expect("watchdog lock");
+            wd.set_timing(timing.ttl, timing.loop_wait);
+            identity(&self.cfg, &wd)
+        };
         let now = self.shared.now();
         let wall = chrono::Utc::now();
         let ping = self.shared.failsafe_ping.lock().expect("failsafe lock").clone();
@@ -718,6 +769,7 @@ impl Ha {
             .any(|a| matches!(a, super::action::Action::Demote(_) | super::action::Action::StopImmediate));
         self.last_obs = if stopped { None } else { Some(obs) };
         self.publish_status(&policy, &decision);
+        self.save_dynamic_cache();
         *self.shared.last_cycle.lock().expect("cycle lock") = Instant::now();
         let now = self.shared.now();
         let lease_left = self.mem.leader_until.filter(|t| *t > now).map(|t| t.0 - now.0);
@@ -945,8 +997,13 @@ impl Ha {
                 self.watchdog.lock().expect("watchdog lock").disable();
             }
             ShutdownPlan::Stop { release_lock } => {
-                self.stop_postgres_for_shutdown().await;
-                if release_lock {
+                let released_early = if release_lock {
+                    self.stop_releasing_early().await
+                } else {
+                    self.stop_postgres_for_shutdown().await;
+                    false
+                };
+                if release_lock && !released_early {
                     let lsn = self.pg.controldata().await.ok().and_then(|c| c.checkpoint_lsn());
                     if let Some(l) = lsn {
                         let st = crate::dcs::model::Status { optime: Some(l.0), ..Default::default() };
@@ -966,6 +1023,71 @@ impl Ha {
             warn!("failed to close the DCS connection: {e}");
         }
     }
+}
+
+impl Ha {
+    /// Stop PostgreSQL for shutdown as a leader, with Patroni's `on_shutdown` (`Ha.shutdown`): once
+    /// pg_control reads "shut down" (the shutdown checkpoint is written) while the postmaster still
+    /// waits, e.g. for a walsender whose standby never confirms, and a member that could take over
+    /// has received that checkpoint, the key is released at once (the checkpoint LSN in `/status`)
+    /// instead of when the postmaster exits. `true` when the key was released that way.
+    async fn stop_releasing_early(&mut self) -> bool {
+        let (pg, dcs, http) = (self.pg.clone(), self.dcs.clone(), self.http.clone());
+        let me = self.cfg.name.clone();
+        let cluster = self.last_cluster.clone();
+        let early = async move {
+            let cluster = cluster?;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Ok(cd) = pg.controldata().await else { continue };
+                let Some(lsn) = cd.checkpoint_lsn().filter(|_| cd.cluster_state() == Some("shut down"))
+                else {
+                    continue;
+                };
+                // Give the replicas a moment to receive the checkpoint (Patroni sleeps 1 s too).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !has_member_with(&http, &cluster, &me, lsn.0).await {
+                    continue;
+                }
+                let st = crate::dcs::model::Status { optime: Some(lsn.0), ..Default::default() };
+                let _ = dcs.write_status(&st.to_json()).await;
+                match dcs.delete_leader(cluster.leader.as_ref()).await {
+                    Ok(true) => info!("Leader key released"),
+                    Ok(false) => info!("Leader key was not ours any more"),
+                    Err(e) => {
+                        warn!("failed to release the leader key: {e}");
+                        continue;
+                    }
+                }
+                return Some(());
+            }
+        };
+        let stop = self.stop_postgres_for_shutdown();
+        tokio::pin!(stop);
+        tokio::select! {
+            () = &mut stop => false,
+            r = early => {
+                stop.await;
+                r.is_some()
+            }
+        }
+    }
+}
+
+/// Patroni `is_failover_possible(cluster_lsn=…)` at shutdown: another member answers
+/// `GET /patroni` as a replica that may promote and has received WAL up to `lsn`.
+async fn has_member_with(http: &reqwest::Client, cluster: &Cluster, me: &str, lsn: u64) -> bool {
+    let calls = cluster.members.iter().filter(|m| m.name != me && !m.data.api_url.is_empty()).map(|m| {
+        let http = http.clone();
+        let url = m.data.api_url.clone();
+        async move {
+            let Ok(r) = http.get(&url).send().await else { return false };
+            let Ok(v) = r.json::<Value>().await else { return false };
+            let st = super::snapshot::PeerStatus::from_patroni_json(&v);
+            st.in_recovery == Some(true) && st.failover_limitation().is_none() && st.wal_position >= lsn
+        }
+    });
+    futures::future::join_all(calls).await.into_iter().any(|ok| ok)
 }
 
 /// Patroni's PostgreSQL state label for the member key when no operation sets one.
@@ -1033,6 +1155,31 @@ mod tests {
           authentication: {superuser: {username: postgres, password: a}, replication: {username: rep, password: b}},\n\
           parameters: {work_mem: 8MB}}\n\
         tags: {failover_priority: 0, clonefrom: true, replicatefrom: pg0}\n";
+
+    /// Patroni `Config._load_cache`: the dynamic configuration last read from the DCS, saved in
+    /// `<data_dir>/patroni.dynamic.json`, is used at start instead of `bootstrap.dcs`.
+    #[test]
+    fn dynamic_config_cache_is_used_at_start_before_the_dcs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("pg1");
+        let yaml = YAML.replace("/tmp/x/pg1", &data.display().to_string());
+        let cfg = load(&yaml);
+        let (d, cached) = initial_dynamic(&cfg);
+        assert!(!cached, "no data directory yet: bootstrap.dcs");
+        assert_eq!(d, cfg.bootstrap.dcs);
+
+        std::fs::create_dir(&data).expect("mkdir");
+        let (from_dcs, problems) = DynamicConfig::from_json_str(
+            r#"{"ttl": 40, "loop_wait": 5, "retry_timeout": 10, "postgresql": {"parameters": {"max_connections": 77}}}"#,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        from_dcs.save_cache(&data).expect("save");
+        let (d, cached) = initial_dynamic(&cfg);
+        assert!(cached);
+        assert_eq!(d.ttl, 40);
+        assert_eq!(d.loop_wait, 5);
+        assert_eq!(pg_settings(&cfg, &d).dynamic_parameters.get("max_connections"), Some(&json!(77)));
+    }
 
     #[test]
     fn config_maps_to_controller_settings_and_identity() {

@@ -28,7 +28,7 @@
 //! restart <ISO> [started=T] [role=R] [version=V] [pending] [timeout=S]   (scheduled restart)
 //! (pg also takes [started=T] [version=N] [pending_restart])
 //! step [acquire=O] [update=O] [initialize=O] [sync_prepromote=O] [failsafe=accepted|rejected]
-//!      [rewind=needed|not_needed|unknown]        (O = done|refused|dcs_error)
+//!      [rewind=needed|not_needed|unknown|leader_unavailable]        (O = done|refused|dcs_error)
 //! ----
 //! steps: … / note: … / actions: … / mem: … / reason: …
 //! ```
@@ -553,6 +553,7 @@ fn build(case: &Case) -> World {
                             w.outcomes.rewind_check = Some(match v {
                                 "needed" => RewindCheck::Needed,
                                 "not_needed" => RewindCheck::NotNeeded,
+                                "leader_unavailable" => RewindCheck::LeaderUnavailable,
                                 _ => RewindCheck::Unknown,
                             })
                         }
@@ -636,6 +637,7 @@ fn run_world(case: &Case, w: &World) -> Run {
                         RewindCheck::Needed => "needed",
                         RewindCheck::NotNeeded => "not_needed",
                         RewindCheck::Unknown => "unknown",
+                        RewindCheck::LeaderUnavailable => "leader_unavailable",
                     }
                 )
             }
@@ -905,6 +907,8 @@ scenarios! {
     replica_with_diverged_timeline_runs_pg_rewind,
     replica_with_diverged_timeline_reinitializes_when_rewind_impossible,
     rewind_success_lets_the_replica_start,
+    stopped_replica_waits_while_the_leader_cannot_be_checked,
+    stopped_replica_starts_when_the_check_cannot_tell,
     starting_primary_past_start_timeout_fails_over,
     starting_primary_within_start_timeout_keeps_waiting,
     starting_primary_past_timeout_keeps_waiting_without_failover_candidate,

@@ -565,8 +565,11 @@ pub enum RewindCheck {
     Needed,
     /// Same history: just follow.
     NotNeeded,
-    /// Could not tell (leader still in recovery, not reachable): check again next cycle.
+    /// Could not tell (local position unknown, leader still in recovery): check again next cycle.
     Unknown,
+    /// The leader could not be asked (connection or query failed, e.g. it is shutting down): check
+    /// again next cycle, and do not start following it meanwhile.
+    LeaderUnavailable,
 }
 
 /// Results of the [`Step`](super::action::Step)s the loop performed in this cycle. `None` means
