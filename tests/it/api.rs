@@ -25,7 +25,7 @@ fn shipped_prometheus_config_and_alert_rules_pass_promtool() {
 }
 
 mod cluster {
-    use crate::support::agents::AgentCluster;
+    use crate::support::agents::{AgentCluster, AgentOpts};
     use crate::support::etcd::EtcdStore;
     use crate::support::{ChildGuard, TestDir, free_port, require_bin, wait_for};
     use std::process::Command;
@@ -302,7 +302,13 @@ mod cluster {
             q(&tls.ca)
         );
         let Some(store) = EtcdStore::start().await else { return };
-        let Some(c) = AgentCluster::start_with("apitls", &store, 1, &extra) else { return };
+        let Some(c) = AgentCluster::start_with(
+            "apitls",
+            &store,
+            AgentOpts { nodes: 1, restapi_extra: extra, ..Default::default() },
+        ) else {
+            return;
+        };
         let base = format!("https://127.0.0.1:{}", c.nodes[0].api);
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("ca pem");
         let mut id_pem = std::fs::read(&tls.client_cert).expect("client cert");

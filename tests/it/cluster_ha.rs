@@ -3,43 +3,31 @@
 //! so nextest runs them one at a time (see .config/nextest.toml).
 
 mod cluster {
-    use crate::support::etcd::EtcdServer;
-    use crate::support::postgres::PgCluster;
-    use crate::support::{ChildGuard, free_port, wait_for};
+    use crate::support::agents::{AgentCluster, AgentOpts, LOOP_WAIT, TTL};
+    use crate::support::etcd::EtcdStore;
+    use crate::support::wait_for;
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    const TTL: u64 = 10;
-    const LOOP_WAIT: u64 = 1;
-    const SCOPE: &str = "hatest";
-
-    struct Node {
-        name: String,
-        cfg: PathBuf,
-        api_port: u16,
-        pg_port: u16,
-        data_dir: PathBuf,
-        log: PathBuf,
-        calls: PathBuf,
-        agent: Option<ChildGuard>,
-    }
-
+    /// The shared three-agent cluster (support::agents) on a real etcd, with direct key access.
     struct Cluster {
-        nodes: Vec<Node>,
-        etcd: EtcdServer,
-        http: reqwest::Client,
-        // Declared last: postmasters are stopped (guard) after the agents; held for its Drop.
-        #[allow(dead_code)]
-        pg: PgCluster,
+        // Declared first: the agents stop (and release their keys) while etcd still runs.
+        c: AgentCluster,
+        store: EtcdStore,
     }
 
-    #[derive(Default, Clone)]
-    struct Opts {
-        failsafe: bool,
-        callbacks: bool,
+    impl std::ops::Deref for Cluster {
+        type Target = AgentCluster;
+        fn deref(&self) -> &AgentCluster {
+            &self.c
+        }
+    }
+
+    impl std::ops::DerefMut for Cluster {
+        fn deref_mut(&mut self) -> &mut AgentCluster {
+            &mut self.c
+        }
     }
 
     /// Poll `f` every 100 ms until it yields a value or `timeout` passes.
@@ -60,211 +48,24 @@ mod cluster {
         }
     }
 
-    fn yaml_str(s: &str) -> String {
-        serde_json::to_string(s).expect("a string serializes")
-    }
-
     impl Cluster {
-        async fn start(test: &str, opts: Opts) -> Option<Cluster> {
-            let bin = crate::support::postgres::require_pg()?;
-            let etcd = EtcdServer::start().await?;
-            let mut pg = PgCluster::new(test, bin.clone());
-            let cb = pg.script(
-                "callback.sh",
-                "f=\"$(dirname \"$0\")/calls-$PRAETOR_TEST_NODE\"; echo \"$@\" >> \"$f\"",
-            );
-            let mut nodes = Vec::new();
-            for i in 0..3 {
-                let name = format!("pg{i}");
-                let s = pg.node(&name);
-                let home = s.data_dir.parent().expect("node home").to_path_buf();
-                let api_port = free_port();
-                let pg_port = s.listen_hosts_port().1;
-                let cfg = pg.dir.join(format!("{name}.yml"));
-                let callbacks = if opts.callbacks {
-                    format!(
-                        "  callbacks:\n    on_start: {c}\n    on_stop: {c}\n    on_role_change: {c}\n    on_restart: {c}\n    on_reload: {c}\n",
-                        c = yaml_str(&cb.display().to_string())
-                    )
-                } else {
-                    String::new()
-                };
-                let yaml = format!(
-                    r#"scope: {SCOPE}
-name: {name}
-restapi:
-  listen: 127.0.0.1:{api_port}
-  connect_address: 127.0.0.1:{api_port}
-etcd3:
-  hosts: [{etcd}]
-bootstrap:
-  dcs:
-    ttl: {TTL}
-    loop_wait: {LOOP_WAIT}
-    retry_timeout: 3
-    maximum_lag_on_failover: 1048576
-    failsafe_mode: {failsafe}
-    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_log_hints: "on"
-        max_wal_senders: 10
-        max_replication_slots: 10
-  initdb:
-    - encoding: UTF8
-    - locale: C
-postgresql:
-  listen: 127.0.0.1:{pg_port}
-  connect_address: 127.0.0.1:{pg_port}
-  data_dir: {data}
-  bin_dir: {bin}
-  pgpass: {pgpass}
-  pg_ctl_timeout: 30
-  authentication:
-    superuser: {{username: postgres, password: su-secret}}
-    replication: {{username: replicator, password: rep-secret}}
-    rewind: {{username: rewinder, password: rw-secret}}
-  parameters:
-    unix_socket_directories: {home}
-    shared_buffers: 16MB
-    fsync: "off"
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-{callbacks}watchdog:
-  mode: "off"
-"#,
-                    etcd = etcd.endpoint().trim_start_matches("http://"),
-                    failsafe = opts.failsafe,
-                    data = yaml_str(&s.data_dir.display().to_string()),
-                    bin = yaml_str(&bin.display().to_string()),
-                    pgpass = yaml_str(&s.pgpass.display().to_string()),
-                    home = yaml_str(&home.display().to_string()),
-                );
-                std::fs::write(&cfg, yaml).expect("write the agent configuration");
-                nodes.push(Node {
-                    log: pg.dir.join(format!("{name}.log")),
-                    calls: pg.dir.join(format!("calls-{name}")),
-                    name,
-                    cfg,
-                    api_port,
-                    pg_port,
-                    data_dir: s.data_dir.clone(),
-                    agent: None,
-                });
-            }
-            let http =
-                reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
-            let mut c = Cluster { nodes, etcd, http, pg };
-            for i in 0..3 {
-                c.start_agent(i);
-            }
-            Some(c)
+        async fn start(scope: &str, opts: AgentOpts) -> Option<Cluster> {
+            let store = EtcdStore::start().await?;
+            let c = AgentCluster::start_with(scope, &store, opts)?;
+            Some(Cluster { c, store })
         }
 
-        fn start_agent(&mut self, i: usize) {
-            let n = &mut self.nodes[i];
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
-            cmd.arg(&n.cfg).env("RUST_LOG", "info,praetor::ha=debug").env("PRAETOR_TEST_NODE", &n.name);
-            n.agent = Some(ChildGuard::spawn(&n.name, &mut cmd, &n.log));
-        }
-
-        fn log(&self, i: usize) -> String {
-            std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
-        }
-
-        fn logs(&self) -> String {
-            (0..3)
-                .map(|i| {
-                    let l = self.log(i);
-                    let tail: Vec<&str> = l.lines().rev().take(40).collect();
-                    format!(
-                        "--- {} ---\n{}",
-                        self.nodes[i].name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-
-        async fn status(&self, i: usize) -> Option<Value> {
-            let url = format!("http://127.0.0.1:{}/patroni", self.nodes[i].api_port);
-            self.http.get(url).send().await.ok()?.json().await.ok()
-        }
-
-        /// Nodes running as primary and nodes streaming, from `GET /patroni`.
-        async fn roles(&self) -> (Vec<usize>, Vec<usize>) {
-            let (mut p, mut s) = (Vec::new(), Vec::new());
-            for i in 0..3 {
-                if let Some(v) = self.status(i).await {
-                    if v["role"] == "primary" && v["state"] == "running" {
-                        p.push(i);
-                    }
-                    if v["role"] == "replica" && v["replication_state"] == "streaming" {
-                        s.push(i);
-                    }
-                }
-            }
-            (p, s)
-        }
-
-        /// Wait until one primary and two streaming replicas; returns the primary.
+        /// Wait until one primary holding the leader key and two streaming replicas; the primary.
         async fn wait_healthy(&self, timeout: Duration) -> usize {
-            let leader = poll(timeout, || async {
-                let (p, s) = self.roles().await;
-                (p.len() == 1 && s.len() == 2).then(|| p[0])
-            })
-            .await;
-            match leader {
-                Some(l) => l,
-                None => panic!("cluster not healthy within {timeout:?}\n{}", self.logs()),
-            }
-        }
-
-        async fn sql(&self, i: usize, q: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, String> {
-            let mut c = tokio_postgres::Config::new();
-            c.host("127.0.0.1")
-                .port(self.nodes[i].pg_port)
-                .user("postgres")
-                .password("su-secret")
-                .dbname("postgres")
-                .connect_timeout(Duration::from_secs(2));
-            let (client, conn) =
-                tokio::time::timeout(Duration::from_secs(3), c.connect(tokio_postgres::NoTls))
-                    .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            tokio::time::timeout(Duration::from_secs(5), client.simple_query(q))
-                .await
-                .map_err(|_| "query timed out".to_string())?
-                .map_err(|e| e.to_string())
-        }
-
-        async fn scalar(&self, i: usize, q: &str) -> Option<String> {
-            let rows = self.sql(i, q).await.ok()?;
-            rows.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-        }
-
-        async fn accepts_writes(&self, i: usize) -> bool {
-            self.sql(i, "CREATE TABLE IF NOT EXISTS probe(x int); INSERT INTO probe VALUES (1)").await.is_ok()
+            self.c.wait_healthy(&self.store, timeout).await
         }
 
         async fn key(&self, k: &str) -> Option<String> {
-            let mut c = self.etcd.client().await;
-            let r = c.get(format!("/service/{SCOPE}/{k}"), None).await.ok()?;
-            r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            self.store.key(&self.scope, k).await
         }
 
         async fn put(&self, k: &str, v: &str) {
-            let mut c = self.etcd.client().await;
-            c.put(format!("/service/{SCOPE}/{k}"), v, None).await.expect("etcd put");
+            self.store.put(&self.scope, k, v).await
         }
 
         async fn leader_key(&self) -> Option<String> {
@@ -279,37 +80,6 @@ postgresql:
                 v[k] = x.clone();
             }
             self.put("config", &v.to_string()).await;
-        }
-
-        fn kill_postmaster(&self, i: usize) {
-            let pf = praetor::postgres::postmaster::PidFile::read(&self.nodes[i].data_dir)
-                .ok()
-                .flatten()
-                .expect("postmaster.pid of a running node");
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
-        }
-
-        fn calls(&self, i: usize) -> Vec<String> {
-            std::fs::read_to_string(&self.nodes[i].calls)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect()
-        }
-
-        fn stop_all(&mut self) {
-            for n in self.nodes.iter_mut().rev() {
-                if let Some(mut a) = n.agent.take() {
-                    a.stop(Duration::from_secs(40));
-                }
-            }
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            self.stop_all();
         }
     }
 
@@ -328,7 +98,7 @@ postgresql:
                 let v: Value = serde_json::from_str(&m).expect("member JSON");
                 all &= v["conn_url"]
                     == json!(format!("postgres://127.0.0.1:{}/postgres", c.nodes[i].pg_port))
-                    && v["api_url"] == json!(format!("http://127.0.0.1:{}/patroni", c.nodes[i].api_port))
+                    && v["api_url"] == json!(format!("http://127.0.0.1:{}/patroni", c.nodes[i].api))
                     && v["state"] == "running"
                     && v["role"] == if i == leader { "primary" } else { "replica" }
                     && v["version"] == "4.1.5"
@@ -346,6 +116,17 @@ postgresql:
             }
             v
         });
+        // Patroni's run-time cache of /config in every data directory (config.py save_cache).
+        let cached = wait_for(Duration::from_secs(15), || async {
+            (0..3).all(|i| {
+                std::fs::read_to_string(c.nodes[i].data_dir.join("patroni.dynamic.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| cfg.as_object().expect("config object").iter().all(|(k, x)| &v[k] == x))
+            })
+        })
+        .await;
+        assert!(cached, "patroni.dynamic.json missing or not the /config value {cfg}\n{}", c.logs());
         let status: Value =
             serde_json::from_str(&c.key("status").await.expect("status key")).expect("status JSON");
         assert!(status["optime"].as_u64().is_some_and(|o| o > 0), "status = {status}");
@@ -358,7 +139,7 @@ postgresql:
     /// rejoin through pg_rewind, graceful stop releasing the key.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn bootstrap_failover_rejoin_and_graceful_stop() {
-        let Some(mut c) = Cluster::start("ha-failover", Opts::default()).await else { return };
+        let Some(mut c) = Cluster::start("ha-failover", AgentOpts::default()).await else { return };
         let leader = c.wait_healthy(Duration::from_secs(90)).await;
         assert_patroni_keys(&c, leader).await;
         assert!(c.log(leader).contains(&format!("no action. I am (pg{leader}), the leader with the lock")));
@@ -464,7 +245,7 @@ postgresql:
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn switchover_pause_and_callbacks() {
         let Some(mut c) =
-            Cluster::start("ha-switchover", Opts { callbacks: true, ..Default::default() }).await
+            Cluster::start("ha-switchover", AgentOpts { callbacks: true, ..Default::default() }).await
         else {
             return;
         };
@@ -473,10 +254,10 @@ postgresql:
 
         // Callbacks after bootstrap: the leader started as primary, each replica as replica.
         let ok = wait_for(Duration::from_secs(10), || async {
-            c.calls(leader).contains(&format!("on_start primary {SCOPE}"))
+            c.calls(leader).contains(&format!("on_start primary {}", c.scope))
                 && (0..3)
                     .filter(|i| *i != leader)
-                    .all(|i| c.calls(i).contains(&format!("on_start replica {SCOPE}")))
+                    .all(|i| c.calls(i).contains(&format!("on_start replica {}", c.scope)))
         })
         .await;
         assert!(ok, "callbacks: {:?} {:?} {:?}", c.calls(0), c.calls(1), c.calls(2));
@@ -547,8 +328,8 @@ postgresql:
         .await;
         assert!(max_ok, "acknowledged writes lost: acked {} rows, new primary has {count}", acked.len());
         let new_primary_role = wait_for(Duration::from_secs(10), || async {
-            c.calls(cand).contains(&format!("on_role_change primary {SCOPE}"))
-                && c.calls(leader).contains(&format!("on_role_change replica {SCOPE}"))
+            c.calls(cand).contains(&format!("on_role_change primary {}", c.scope))
+                && c.calls(leader).contains(&format!("on_role_change replica {}", c.scope))
         })
         .await;
         assert!(new_primary_role, "role change callbacks: {:?} / {:?}", c.calls(cand), c.calls(leader));
@@ -601,10 +382,10 @@ postgresql:
     /// members reachable it stays primary; restoring etcd restores the cluster.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn dcs_outage_demotes_unless_failsafe_keeps_the_primary() {
-        let Some(mut c) = Cluster::start("ha-dcs", Opts::default()).await else { return };
+        let Some(mut c) = Cluster::start("ha-dcs", AgentOpts::default()).await else { return };
         let leader = c.wait_healthy(Duration::from_secs(90)).await;
 
-        c.etcd.kill_member(0);
+        c.store.server.kill_member(0);
         let down = Instant::now();
         let ok = wait_for(Duration::from_secs(TTL + 5), || async {
             c.scalar(leader, "SELECT pg_is_in_recovery()").await.as_deref() == Some("t")
@@ -615,7 +396,7 @@ postgresql:
         assert!(!c.accepts_writes(leader).await);
         assert!(c.log(leader).contains("demoted self because DCS is not accessible and I was a leader"));
 
-        c.etcd.restart_member(0).await;
+        c.store.server.restart_member(0).await;
         c.wait_healthy(Duration::from_secs(90)).await;
 
         // Failsafe mode: with every member answering POST /failsafe the primary keeps running.
@@ -631,13 +412,13 @@ postgresql:
         // Let every member read the new /failsafe once (the leader judges from its last read).
         tokio::time::sleep(Duration::from_secs(3 * LOOP_WAIT)).await;
         let leader = c.wait_healthy(Duration::from_secs(30)).await;
-        c.etcd.kill_member(0);
+        c.store.server.kill_member(0);
         tokio::time::sleep(Duration::from_secs(TTL + 5)).await;
         assert!(c.accepts_writes(leader).await, "failsafe primary stopped accepting writes\n{}", c.logs());
         assert!(c.log(leader).contains(
             "continue to run as a leader because failsafe mode is enabled and all members are accessible"
         ));
-        c.etcd.restart_member(0).await;
+        c.store.server.restart_member(0).await;
         let again = c.wait_healthy(Duration::from_secs(60)).await;
         assert_eq!(again, leader);
 

@@ -438,214 +438,42 @@ mod etcd {
 
 /// Three agents (the built `praetor` binary) whose only DCS is `libdcs_etcd.so`, configured through
 /// a `plugin:` section: bootstrap, then an unplanned failover. In `cluster::` so nextest runs it
-/// alone.
+/// alone. `PRAETOR_TEST_AGENT_BIN` runs another build of the agent, e.g. one with no compiled-in DCS
+/// (`cargo build --no-default-features --features plugins`).
 #[cfg(feature = "etcd")]
 mod cluster {
     use super::built;
-    use crate::support::etcd::EtcdServer;
-    use crate::support::postgres::PgCluster;
-    use crate::support::{ChildGuard, free_port};
-    use serde_json::Value;
+    use crate::support::agents::{AgentCluster, AgentOpts, Store, TTL};
+    use crate::support::etcd::EtcdStore;
     use std::path::PathBuf;
-    use std::process::Command;
-    use std::time::{Duration, Instant};
-
-    const TTL: u64 = 10;
-    const SCOPE: &str = "plugincluster";
-
-    fn yaml_str(s: &str) -> String {
-        serde_json::to_string(s).expect("a string serializes")
-    }
-
-    struct Node {
-        cfg: PathBuf,
-        log: PathBuf,
-        api_port: u16,
-        data_dir: PathBuf,
-        agent: Option<ChildGuard>,
-    }
-
-    struct Agents {
-        nodes: Vec<Node>,
-        etcd: EtcdServer,
-        http: reqwest::Client,
-        // Last: postmasters are stopped after the agents.
-        _pg: PgCluster,
-    }
-
-    impl Drop for Agents {
-        fn drop(&mut self) {
-            for n in self.nodes.iter_mut().rev() {
-                if let Some(mut a) = n.agent.take() {
-                    a.stop(Duration::from_secs(40));
-                }
-            }
-        }
-    }
-
-    impl Agents {
-        async fn start(plugin: PathBuf) -> Option<Agents> {
-            let bin = crate::support::postgres::require_pg()?;
-            let etcd = EtcdServer::start().await?;
-            let mut pg = PgCluster::new("plugin-cluster", bin.clone());
-            let mut nodes = Vec::new();
-            for i in 0..3 {
-                let name = format!("pg{i}");
-                let s = pg.node(&name);
-                let home = s.data_dir.parent().expect("node home").to_path_buf();
-                let api_port = free_port();
-                let pg_port = s.listen_hosts_port().1;
-                let yaml = format!(
-                    r#"scope: {SCOPE}
-name: {name}
-restapi:
-  listen: 127.0.0.1:{api_port}
-  connect_address: 127.0.0.1:{api_port}
-plugin:
-  path: {plugin}
-  config:
-    hosts: [{etcd}]
-bootstrap:
-  dcs:
-    ttl: {TTL}
-    loop_wait: 1
-    retry_timeout: 3
-    maximum_lag_on_failover: 1048576
-    postgresql:
-      use_pg_rewind: true
-      parameters:
-        wal_log_hints: "on"
-  initdb:
-    - encoding: UTF8
-    - locale: C
-postgresql:
-  listen: 127.0.0.1:{pg_port}
-  connect_address: 127.0.0.1:{pg_port}
-  data_dir: {data}
-  bin_dir: {bin}
-  pgpass: {pgpass}
-  pg_ctl_timeout: 30
-  authentication:
-    superuser: {{username: postgres, password: su-secret}}
-    replication: {{username: replicator, password: rep-secret}}
-    rewind: {{username: rewinder, password: rw-secret}}
-  parameters:
-    unix_socket_directories: {home}
-    shared_buffers: 16MB
-    fsync: "off"
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-watchdog:
-  mode: "off"
-"#,
-                    plugin = yaml_str(&plugin.display().to_string()),
-                    etcd = etcd.endpoint().trim_start_matches("http://"),
-                    data = yaml_str(&s.data_dir.display().to_string()),
-                    bin = yaml_str(&bin.display().to_string()),
-                    pgpass = yaml_str(&s.pgpass.display().to_string()),
-                    home = yaml_str(&home.display().to_string()),
-                );
-                let cfg = pg.dir.join(format!("{name}.yml"));
-                std::fs::write(&cfg, yaml).expect("write the agent configuration");
-                let log = pg.dir.join(format!("{name}.log"));
-                nodes.push(Node { cfg, log, api_port, data_dir: s.data_dir.clone(), agent: None });
-            }
-            let http =
-                reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
-            let mut a = Agents { nodes, etcd, http, _pg: pg };
-            for i in 0..3 {
-                let n = &mut a.nodes[i];
-                // `PRAETOR_TEST_AGENT_BIN`: another build of the agent, e.g. one with no compiled-in
-                // DCS (`cargo build --no-default-features --features plugins`).
-                let agent = std::env::var_os("PRAETOR_TEST_AGENT_BIN")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_praetor")));
-                let mut cmd = Command::new(agent);
-                cmd.arg(&n.cfg).env("RUST_LOG", "info");
-                n.agent = Some(ChildGuard::spawn(&format!("pg{i}"), &mut cmd, &n.log));
-            }
-            Some(a)
-        }
-
-        fn logs(&self) -> String {
-            let mut out = String::new();
-            for (i, n) in self.nodes.iter().enumerate() {
-                let l = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let tail: Vec<&str> = l.lines().rev().take(30).collect();
-                out.push_str(&format!(
-                    "--- pg{i} ---\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
-            }
-            out
-        }
-
-        async fn status(&self, i: usize) -> Option<Value> {
-            let url = format!("http://127.0.0.1:{}/patroni", self.nodes[i].api_port);
-            self.http.get(url).send().await.ok()?.json().await.ok()
-        }
-
-        /// (running primaries, streaming replicas) among the nodes in `among`.
-        async fn roles(&self, among: &[usize]) -> (Vec<usize>, Vec<usize>) {
-            let (mut p, mut s) = (Vec::new(), Vec::new());
-            for &i in among {
-                if let Some(v) = self.status(i).await {
-                    if v["role"] == "primary" && v["state"] == "running" {
-                        p.push(i);
-                    }
-                    if v["role"] == "replica" && v["replication_state"] == "streaming" {
-                        s.push(i);
-                    }
-                }
-            }
-            (p, s)
-        }
-
-        async fn leader_key(&self) -> Option<String> {
-            let mut c = self.etcd.client().await;
-            let r = c.get(format!("/service/{SCOPE}/leader"), None).await.ok()?;
-            r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-        }
-
-        /// Wait until `among` has one primary and every other node streams; the primary.
-        async fn wait_for_primary(&self, among: &[usize], timeout: Duration) -> usize {
-            let deadline = Instant::now() + timeout;
-            loop {
-                let (p, s) = self.roles(among).await;
-                if p.len() == 1 && s.len() + 1 == among.len() {
-                    return p[0];
-                }
-                if Instant::now() >= deadline {
-                    panic!("no healthy primary among {among:?} within {timeout:?}\n{}", self.logs());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    use std::time::Duration;
 
     /// PATRONI-COMPAT §6.2–§6.3 with every agent on the plugin backend.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn three_agents_bootstrap_and_fail_over_through_the_etcd_plugin() {
         let plugin = built().await.etcd.clone();
-        let Some(mut c) = Agents::start(plugin).await else { return };
-        let leader = c.wait_for_primary(&[0, 1, 2], Duration::from_secs(120)).await;
-        assert_eq!(c.leader_key().await, Some(format!("pg{leader}")), "the leader key is in etcd");
+        let Some(store) = EtcdStore::start().await else { return };
+        let store = store.through_plugin(&plugin);
+        let opts = AgentOpts {
+            agent_bin: std::env::var_os("PRAETOR_TEST_AGENT_BIN").map(PathBuf::from),
+            ..Default::default()
+        };
+        let Some(mut c) = AgentCluster::start_with("plugincluster", &store, opts) else { return };
+        let leader = c.wait_primary_among(&[0, 1, 2], Duration::from_secs(120)).await;
+        assert_eq!(store.leader(&c.scope).await, Some(format!("pg{leader}")), "the leader key is in etcd");
         for i in 0..3 {
-            let log = std::fs::read_to_string(&c.nodes[i].log).unwrap_or_default();
-            assert!(log.contains("opened DCS plugin client"), "pg{i} did not use the plugin\n{}", c.logs());
+            assert!(
+                c.log(i).contains("opened DCS plugin client"),
+                "pg{i} did not use the plugin\n{}",
+                c.logs()
+            );
         }
 
         // Unplanned failover: the leader's agent and its postmaster die together.
-        c.nodes[leader].agent.as_mut().expect("agent").kill();
-        if let Ok(Some(pf)) = praetor::postgres::postmaster::PidFile::read(&c.nodes[leader].data_dir) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
-        }
+        c.kill_node(leader);
         let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-        let new_leader = c.wait_for_primary(&rest, Duration::from_secs(TTL + 40)).await;
+        let new_leader = c.wait_primary_among(&rest, Duration::from_secs(TTL + 40)).await;
         assert_ne!(new_leader, leader);
-        assert_eq!(c.leader_key().await, Some(format!("pg{new_leader}")));
+        assert_eq!(store.leader(&c.scope).await, Some(format!("pg{new_leader}")));
     }
 }

@@ -1,6 +1,7 @@
 //! Three `praetor` agents with real PostgreSQL 15 on one DCS, for cluster tests that run on any
-//! store: the caller gives the YAML section of its DCS (`etcd3:`, `consul:`, `zookeeper:`) and a way
-//! to read the leader key and write the `failover` key as another tool would.
+//! store: the caller gives the YAML section of its DCS (`etcd3:`, `consul:`, `zookeeper:`, or a
+//! `plugin:` section) and a way to read the leader key and write the `failover` key as another tool
+//! would. [`AgentOpts`] adds failsafe mode, recording callbacks, or another agent binary.
 
 use super::postgres::PgCluster;
 use super::{ChildGuard, free_port, wait_for};
@@ -31,6 +32,22 @@ pub trait Store: Send + Sync {
     fn failover(&self, scope: &str) -> BoxFut<'_, Option<String>>;
 }
 
+/// Options of a test cluster.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOpts {
+    /// `failsafe_mode` in `bootstrap.dcs`.
+    pub failsafe: bool,
+    /// Every callback runs a script appending `<action> <role> <scope>` to [`Node::calls`].
+    pub callbacks: bool,
+    /// The agent binary (default: this build's `praetor`), e.g. a build with no compiled-in DCS.
+    pub agent_bin: Option<PathBuf>,
+    /// How many agents (0 means 3).
+    pub nodes: usize,
+    /// Appended to each agent's `restapi:` section (YAML lines indented by two spaces, e.g. TLS
+    /// or authentication settings).
+    pub restapi_extra: String,
+}
+
 /// One agent.
 pub struct Node {
     /// Member name.
@@ -41,6 +58,12 @@ pub struct Node {
     pub pg_port: u16,
     /// PostgreSQL data directory.
     pub data_dir: PathBuf,
+    /// The agent's configuration file.
+    pub cfg: PathBuf,
+    /// The agent's log.
+    pub log: PathBuf,
+    /// The callback record (with [`AgentOpts::callbacks`]).
+    pub calls: PathBuf,
     /// The agent process.
     pub agent: Option<ChildGuard>,
 }
@@ -53,6 +76,7 @@ pub struct AgentCluster {
     pub nodes: Vec<Node>,
     /// HTTP client for the REST API.
     pub http: reqwest::Client,
+    agent_bin: PathBuf,
     // Declared last: postmasters are stopped after the agents.
     pg: PgCluster,
 }
@@ -60,21 +84,32 @@ pub struct AgentCluster {
 impl AgentCluster {
     /// Start three agents of cluster `scope` on the store; `None` when PostgreSQL is missing (locally).
     pub fn start(scope: &str, store: &dyn Store) -> Option<AgentCluster> {
-        AgentCluster::start_with(scope, store, 3, "")
+        AgentCluster::start_with(scope, store, AgentOpts::default())
     }
 
-    /// Start `n` agents; `restapi_extra` is appended to each one's `restapi:` section (YAML lines
-    /// indented by two spaces, e.g. TLS or authentication settings).
-    pub fn start_with(scope: &str, store: &dyn Store, n: usize, restapi_extra: &str) -> Option<AgentCluster> {
+    /// [`AgentCluster::start`] with options.
+    pub fn start_with(scope: &str, store: &dyn Store, opts: AgentOpts) -> Option<AgentCluster> {
         let bin = super::postgres::require_pg()?;
         let mut pg = PgCluster::new(scope, bin.clone());
         let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path as JSON");
+        let cb = pg
+            .script("callback.sh", "f=\"$(dirname \"$0\")/calls-$PRAETOR_TEST_NODE\"; echo \"$@\" >> \"$f\"");
+        let callbacks = if opts.callbacks {
+            format!(
+                "  callbacks:\n    on_start: {c}\n    on_stop: {c}\n    on_role_change: {c}\n    on_restart: {c}\n    on_reload: {c}\n",
+                c = q(&cb)
+            )
+        } else {
+            String::new()
+        };
+        let n = if opts.nodes == 0 { 3 } else { opts.nodes };
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("pg{i}");
             let s = pg.node(&name);
             let home = s.data_dir.parent().expect("node home").to_path_buf();
             let api = free_port();
+            let pg_port = s.listen_hosts_port().1;
             let cfg = pg.dir.join(format!("{name}.yml"));
             let yaml = format!(
                 r#"scope: {scope}
@@ -89,6 +124,7 @@ bootstrap:
     loop_wait: {LOOP_WAIT}
     retry_timeout: 3
     maximum_lag_on_failover: 1048576
+    failsafe_mode: {failsafe}
     postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -100,8 +136,8 @@ bootstrap:
     - encoding: UTF8
     - locale: C
 postgresql:
-  listen: 127.0.0.1:{port}
-  connect_address: 127.0.0.1:{port}
+  listen: 127.0.0.1:{pg_port}
+  connect_address: 127.0.0.1:{pg_port}
   data_dir: {data}
   bin_dir: {bin}
   pgpass: {pgpass}
@@ -118,44 +154,135 @@ postgresql:
     - local all all trust
     - host all all 127.0.0.1/32 scram-sha-256
     - host replication replicator 127.0.0.1/32 scram-sha-256
-watchdog:
+{callbacks}watchdog:
   mode: "off"
 "#,
                 dcs = store.yaml(),
-                port = s.listen_hosts_port().1,
+                failsafe = opts.failsafe,
+                restapi_extra = opts.restapi_extra,
                 data = q(&s.data_dir),
                 bin = q(&bin),
                 pgpass = q(&s.pgpass),
                 home = q(&home),
             );
             std::fs::write(&cfg, yaml).expect("write the agent configuration");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_praetor"));
-            cmd.arg(&cfg).env("RUST_LOG", "info");
-            let agent = ChildGuard::spawn(&name, &mut cmd, &pg.dir.join(format!("{name}.log")));
-            let pg_port = s.listen_hosts_port().1;
-            nodes.push(Node { name, api, pg_port, data_dir: s.data_dir.clone(), agent: Some(agent) });
+            nodes.push(Node {
+                log: pg.dir.join(format!("{name}.log")),
+                calls: pg.dir.join(format!("calls-{name}")),
+                name,
+                api,
+                pg_port,
+                data_dir: s.data_dir.clone(),
+                cfg,
+                agent: None,
+            });
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
-        Some(AgentCluster { scope: scope.to_string(), nodes, http, pg })
+        let agent_bin = opts.agent_bin.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_praetor")));
+        let mut c = AgentCluster { scope: scope.to_string(), nodes, http, agent_bin, pg };
+        for i in 0..n {
+            c.start_agent(i);
+        }
+        Some(c)
     }
 
-    /// The tails of every agent's log, for assertion messages.
+    /// (Re)start node `i`'s agent.
+    pub fn start_agent(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let mut cmd = Command::new(&self.agent_bin);
+        cmd.arg(&n.cfg).env("RUST_LOG", "info,praetor::ha=debug").env("PRAETOR_TEST_NODE", &n.name);
+        n.agent = Some(ChildGuard::spawn(&n.name, &mut cmd, &n.log));
+    }
+
+    /// Node `i`'s whole log.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// The callbacks node `i` ran, one `<action> <role> <scope>` a line.
+    pub fn calls(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(&self.nodes[i].calls)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `GET /patroni` of node `i`.
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/patroni", self.nodes[i].api);
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// A query on node `i` as the superuser (bounded in time).
+    pub async fn sql(&self, i: usize, q: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, String> {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.nodes[i].pg_port)
+            .user("postgres")
+            .password("su-secret")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2));
+        let (client, conn) = tokio::time::timeout(Duration::from_secs(3), c.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        tokio::time::timeout(Duration::from_secs(5), client.simple_query(q))
+            .await
+            .map_err(|_| "query timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The first column of the first row of `q` on node `i`.
+    pub async fn scalar(&self, i: usize, q: &str) -> Option<String> {
+        let rows = self.sql(i, q).await.ok()?;
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+    }
+
+    /// Node `i` takes a write.
+    pub async fn accepts_writes(&self, i: usize) -> bool {
+        self.sql(i, "CREATE TABLE IF NOT EXISTS probe(x int); INSERT INTO probe VALUES (1)").await.is_ok()
+    }
+
+    /// SIGKILL node `i`'s postmaster (which must be running).
+    pub fn kill_postmaster(&self, i: usize) {
+        let pf = praetor::postgres::postmaster::PidFile::read(&self.nodes[i].data_dir)
+            .ok()
+            .flatten()
+            .expect("postmaster.pid of a running node");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pf.pid), nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// The last 40 lines of every agent's log, for assertion messages.
     pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.agent.as_ref().map(|a| a.log_tail(5000)))
+        (0..self.nodes.len())
+            .map(|i| {
+                let l = self.log(i);
+                let tail: Vec<&str> = l.lines().rev().take(40).collect();
+                format!(
+                    "--- {} ---\n{}",
+                    self.nodes[i].name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     /// Indexes of the running primaries and of the streaming replicas, from `GET /patroni`.
     pub async fn roles(&self) -> (Vec<usize>, Vec<usize>) {
+        self.roles_among(&(0..self.nodes.len()).collect::<Vec<_>>()).await
+    }
+
+    /// [`AgentCluster::roles`] among the nodes `among`.
+    pub async fn roles_among(&self, among: &[usize]) -> (Vec<usize>, Vec<usize>) {
         let (mut p, mut s) = (Vec::new(), Vec::new());
-        for (i, n) in self.nodes.iter().enumerate() {
-            let Ok(r) = self.http.get(format!("http://127.0.0.1:{}/patroni", n.api)).send().await else {
-                continue;
-            };
-            let Ok(v) = r.json::<Value>().await else { continue };
+        for &i in among {
+            let Some(v) = self.status(i).await else { continue };
             if v["role"] == "primary" && v["state"] == "running" {
                 p.push(i);
             }
@@ -179,6 +306,20 @@ watchdog:
         .await;
         assert!(ok, "cluster not healthy within {timeout:?}\n{}", self.logs());
         leader.get().expect("set when healthy")
+    }
+
+    /// Wait until `among` has one running primary and every other node of `among` streams; the
+    /// primary.
+    pub async fn wait_primary_among(&self, among: &[usize], timeout: Duration) -> usize {
+        let primary = std::cell::Cell::new(None);
+        let ok = wait_for(timeout, || async {
+            let (p, s) = self.roles_among(among).await;
+            primary.set(p.first().copied());
+            p.len() == 1 && s.len() + 1 == among.len()
+        })
+        .await;
+        assert!(ok, "no healthy primary among {among:?} within {timeout:?}\n{}", self.logs());
+        primary.get().expect("set when healthy")
     }
 
     /// SIGKILL node `i`'s agent and its postmaster together.

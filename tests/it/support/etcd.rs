@@ -328,6 +328,8 @@ pub struct EtcdStore {
     /// The server.
     pub server: EtcdServer,
     client: etcd_client::Client,
+    /// The agents' DCS section when not their built-in `etcd3:` (a `plugin:` section).
+    section: Option<String>,
 }
 
 #[cfg(feature = "etcd")]
@@ -336,7 +338,30 @@ impl EtcdStore {
     pub async fn start() -> Option<EtcdStore> {
         let server = EtcdServer::start().await?;
         let client = server.client().await;
-        Some(EtcdStore { server, client })
+        Some(EtcdStore { server, client, section: None })
+    }
+
+    /// The agents reach this etcd through the DCS plugin at `plugin` (a `plugin:` section).
+    pub fn through_plugin(mut self, plugin: &std::path::Path) -> EtcdStore {
+        self.section = Some(format!(
+            "plugin:\n  path: {}\n  config:\n    hosts: [{}]\n",
+            serde_json::to_string(&plugin.display().to_string()).expect("path as JSON"),
+            self.server.hosts().join(", ")
+        ));
+        self
+    }
+
+    /// The value of `/service/<scope>/<k>` (a fresh client: members may have been restarted).
+    pub async fn key(&self, scope: &str, k: &str) -> Option<String> {
+        let mut c = self.server.client().await;
+        let r = c.get(format!("/service/{scope}/{k}"), None).await.ok()?;
+        r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+    }
+
+    /// Write `/service/<scope>/<k>`.
+    pub async fn put(&self, scope: &str, k: &str, v: &str) {
+        let mut c = self.server.client().await;
+        c.put(format!("/service/{scope}/{k}"), v, None).await.expect("etcd put");
     }
 
     async fn get(&self, key: String) -> Option<String> {
@@ -349,6 +374,9 @@ impl EtcdStore {
 #[cfg(feature = "etcd")]
 impl super::agents::Store for EtcdStore {
     fn yaml(&self) -> String {
+        if let Some(s) = &self.section {
+            return s.clone();
+        }
         format!(
             "etcd3:\n  hosts:\n{}",
             self.server.hosts().iter().map(|h| format!("    - {h}\n")).collect::<String>()
