@@ -544,14 +544,19 @@ impl DynamicConfig {
     }
 
     /// Write `<data_dir>/patroni.dynamic.json` atomically (temporary file, then rename), readable
-    /// by the owner only.
+    /// by the owner only. The owner is the data directory's (PostgreSQL reads every file of it for
+    /// `pg_basebackup`), also when the agent runs as root.
     pub fn save_cache(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let tmp = data_dir.join(format!("{CACHE_FILE}.{}", std::process::id()));
+        let owner = std::fs::metadata(data_dir)?;
         let result = (|| {
             let mut f =
                 std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            if f.metadata()?.uid() != owner.uid() {
+                std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid()))?;
+            }
             f.write_all(self.to_json().as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, data_dir.join(CACHE_FILE))
@@ -1356,6 +1361,27 @@ mod tests {
         let (back, problems) = DynamicConfig::load_cache(dir.path()).expect("present");
         assert_eq!(back, DynamicConfig::default());
         assert_eq!(problems.len(), 1);
+    }
+
+    /// The agent may run as root while PostgreSQL (which must read the file for pg_basebackup)
+    /// runs as the data directory's owner: the cache gets that owner.
+    #[test]
+    fn cache_file_belongs_to_the_data_directory_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown to nobody");
+        }
+        let (c, _) = parse(json!({"ttl": 40}));
+        c.save_cache(&data).expect("save");
+        let want = std::fs::metadata(&data).expect("stat").uid();
+        assert_eq!(std::fs::metadata(data.join(CACHE_FILE)).expect("stat").uid(), want);
+        if root {
+            assert_eq!(want, 65534);
+        }
     }
 
     #[test]
