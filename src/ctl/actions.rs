@@ -153,7 +153,8 @@ pub fn get_members(
     Ok(chosen)
 }
 
-fn role_repr(role: CtlRole) -> &'static str {
+/// The role as patronictl names it in messages.
+pub fn role_repr(role: CtlRole) -> &'static str {
     match role {
         CtlRole::Leader => "leader",
         CtlRole::Primary => "primary",

@@ -87,7 +87,7 @@ pub async fn query_member(
     let Some(m) = pick_member(cluster, role, member) else {
         let msg = match (member, role) {
             (Some(name), _) => format!("No connection to member {name} is available"),
-            (None, Some(r)) => format!("No connection to role {} is available", role_name(r)),
+            (None, Some(r)) => format!("No connection to role {} is available", super::actions::role_repr(r)),
             (None, None) => "No connection is available".to_string(),
         };
         return err_row(msg);
@@ -121,7 +121,7 @@ pub async fn query_member(
         if in_recovery == (role == Some(CtlRole::Primary)) {
             return err_row(format!(
                 "No connection to role {} is available",
-                role_name(role.unwrap_or(CtlRole::Any))
+                super::actions::role_repr(role.unwrap_or(CtlRole::Any))
             ));
         }
     }
@@ -153,30 +153,10 @@ pub async fn query_member(
     }
 }
 
-fn role_name(r: CtlRole) -> &'static str {
-    match r {
-        CtlRole::Leader => "leader",
-        CtlRole::Primary => "primary",
-        CtlRole::StandbyLeader => "standby-leader",
-        CtlRole::Replica => "replica",
-        CtlRole::Standby => "standby",
-        CtlRole::Any => "any",
-    }
-}
-
 fn sqlstate_or_text(e: &tokio_postgres::Error) -> String {
     match e.code() {
         Some(c) => c.code().to_string(),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(c) = src {
-                s.push_str(": ");
-                s.push_str(&c.to_string());
-                src = c.source();
-            }
-            s.replace('\n', " ")
-        }
+        None => super::error_chain(e).replace('\n', " "),
     }
 }
 

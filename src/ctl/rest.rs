@@ -102,22 +102,11 @@ impl RestClient {
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
         }
-        let resp = req.send().await.map_err(|e| error_text(&e))?;
+        let resp = req.send().await.map_err(|e| super::error_chain(&e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| error_text(&e))?;
+        let body = resp.text().await.map_err(|e| super::error_chain(&e))?;
         Ok(Reply { status, body })
     }
-}
-
-fn error_text(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
