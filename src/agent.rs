@@ -54,7 +54,7 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let stop = CancellationToken::new();
     let api_stop = CancellationToken::new();
     let state = AppState::new(status_rx, shared.clone()).with_access(Access::from_config(&config.restapi));
-    let api = serve(&config.restapi, state, api_stop.clone()).await?;
+    let api = serve(&config.restapi, state.clone(), api_stop.clone()).await?;
     let cfg = Arc::new(config);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
     let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx).with_reload(reload_rx);
@@ -76,6 +76,12 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 };
                 match crate::config::load(&opts) {
                     Ok(l) => {
+                        // Allowlist and credentials apply to the next request; TLS files and the
+                        // listen address only at restart.
+                        let restapi = l.config.restapi.clone();
+                        if let Ok(a) = tokio::task::spawn_blocking(move || Access::from_config(&restapi)).await {
+                            state.set_access(a);
+                        }
                         let _ = reload_tx.send(l.config);
                         shared.wake.notify_one();
                     }

@@ -160,23 +160,25 @@ impl Access {
         self
     }
 
+    /// The members' addresses matter for this request (`allowlist_include_members`, and the
+    /// endpoint checks members).
+    pub fn uses_members(&self, check_members: bool) -> bool {
+        check_members && self.include_members
+    }
+
     /// Patroni's decision for one request: `None` when allowed, else the refusal.
-    /// `members` yields the members' `api_url`s from the cached DCS view (only read when
-    /// `allowlist_include_members` applies).
+    /// `member_nets` are the addresses of the members' `api_url` hosts (see [`members_nets`]),
+    /// only consulted when [`Access::uses_members`].
     pub fn check(
         &self,
         conn: Option<&ConnInfo>,
         authorization: Option<&str>,
         check_members: bool,
-        members: impl FnOnce() -> Vec<String>,
+        member_nets: &[IpNet],
     ) -> Option<Refusal> {
-        let check_members = check_members && self.include_members;
+        let check_members = self.uses_members(check_members);
         if !self.allowlist.is_empty() || check_members {
-            let member_nets: Vec<IpNet> = if check_members {
-                members().iter().flat_map(|u| api_url_nets(u)).collect()
-            } else {
-                Vec::new()
-            };
+            let member_nets = if check_members { member_nets } else { &[] };
             let allowed = conn.is_some_and(|c| {
                 let ip = c.peer.ip();
                 self.allowlist.iter().chain(member_nets.iter()).any(|n| n.contains(ip))
@@ -203,6 +205,12 @@ impl Access {
 
 fn basic_key(user: &str, password: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")).into_bytes()
+}
+
+/// The addresses of the hosts of these `api_url`s (names resolved: blocking, call off the
+/// async workers).
+pub fn members_nets(api_urls: &[String]) -> Vec<IpNet> {
+    api_urls.iter().flat_map(|u| api_url_nets(u)).collect()
 }
 
 /// The networks of a member's `api_url` host (`[]` when it does not parse).
@@ -255,12 +263,17 @@ impl Refusal {
 async fn check(app: &AppState, req: Request, next: Next, check_members: bool) -> Response {
     let conn = req.extensions().get::<ConnInfo>().copied();
     let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let refusal = app.access.check(conn.as_ref(), authz, check_members, || {
-        app.ha
+    let access = app.access();
+    let mut member_nets = Vec::new();
+    if access.uses_members(check_members) {
+        let urls: Vec<String> = app
+            .ha
             .dcs_view()
             .map(|v| v.cluster.members.iter().map(|m| m.data.api_url.clone()).collect())
-            .unwrap_or_default()
-    });
+            .unwrap_or_default();
+        member_nets = tokio::task::spawn_blocking(move || members_nets(&urls)).await.unwrap_or_default();
+    }
+    let refusal = access.check(conn.as_ref(), authz, check_members, &member_nets);
     match refusal {
         Some(r) => {
             tracing::info!(peer = ?conn.map(|c| c.peer), "refused {} {}: {r:?}", req.method(), req.uri().path());
@@ -319,20 +332,20 @@ mod tests {
 
     #[test]
     fn no_configuration_allows_everything() {
-        assert_eq!(Access::open().check(None, None, true, Vec::new), None);
+        assert_eq!(Access::open().check(None, None, true, &[]), None);
     }
 
     #[test]
     fn basic_auth_gives_401_without_or_with_wrong_credentials() {
         let a = Access::open().with_basic("admin", "s3cret");
         let c = conn("127.0.0.1", false);
-        assert_eq!(a.check(Some(&c), None, true, Vec::new), Some(Refusal::NoAuthHeader));
+        assert_eq!(a.check(Some(&c), None, true, &[]), Some(Refusal::NoAuthHeader));
         assert_eq!(
-            a.check(Some(&c), Some(&basic("admin", "wrong")), true, Vec::new),
+            a.check(Some(&c), Some(&basic("admin", "wrong")), true, &[]),
             Some(Refusal::NotAuthenticated)
         );
-        assert_eq!(a.check(Some(&c), Some("Bearer abc"), true, Vec::new), Some(Refusal::NotAuthenticated));
-        assert_eq!(a.check(Some(&c), Some(&basic("admin", "s3cret")), true, Vec::new), None);
+        assert_eq!(a.check(Some(&c), Some("Bearer abc"), true, &[]), Some(Refusal::NotAuthenticated));
+        assert_eq!(a.check(Some(&c), Some(&basic("admin", "s3cret")), true, &[]), None);
         let r = Refusal::NoAuthHeader.response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"Patroni\"");
@@ -344,7 +357,7 @@ mod tests {
             .with_basic("admin", "pw")
             .with_allowlist(vec![IpNet::parse_cidr("10.0.0.0/24").expect("net")], true);
         let good = basic("admin", "pw");
-        let members = || vec!["http://127.0.0.2:8008/patroni".to_string(), "garbage".to_string()];
+        let members = &members_nets(&["http://127.0.0.2:8008/patroni".to_string(), "garbage".to_string()]);
         assert_eq!(a.check(Some(&conn("10.0.0.7", false)), Some(&good), true, members), None);
         assert_eq!(a.check(Some(&conn("127.0.0.2", false)), Some(&good), true, members), None);
         // POST /failsafe: members are not consulted.
@@ -371,10 +384,10 @@ mod tests {
     fn client_certificate_is_required_when_verify_client_is_set() {
         let a = Access::open().with_client_cert_required(true);
         assert_eq!(
-            a.check(Some(&conn("127.0.0.1", false)), None, true, Vec::new),
+            a.check(Some(&conn("127.0.0.1", false)), None, true, &[]),
             Some(Refusal::ClientCertificateRequired)
         );
-        assert_eq!(a.check(Some(&conn("127.0.0.1", true)), None, true, Vec::new), None);
+        assert_eq!(a.check(Some(&conn("127.0.0.1", true)), None, true, &[]), None);
     }
 
     #[test]

@@ -45,21 +45,33 @@ pub struct AppState {
     pub status: watch::Receiver<Arc<NodeStatus>>,
     /// Shared with the HA task (failsafe pings, loop liveness, DCS view, metrics).
     pub ha: Arc<HaShared>,
-    /// Who may call mutating endpoints.
-    pub access: Arc<Access>,
+    /// Who may call mutating endpoints (replaced on SIGHUP, see [`AppState::set_access`]).
+    pub access: Arc<std::sync::RwLock<Arc<Access>>>,
 }
 
 impl AppState {
     /// State with no access restrictions (tests; the agent sets [`AppState::access`] from
     /// `restapi`).
     pub fn new(status: watch::Receiver<Arc<NodeStatus>>, ha: Arc<HaShared>) -> AppState {
-        AppState { status, ha, access: Arc::new(Access::open()) }
+        AppState { status, ha, access: Arc::new(std::sync::RwLock::new(Arc::new(Access::open()))) }
     }
 
-    /// Replace the access rules.
-    pub fn with_access(mut self, access: Access) -> AppState {
-        self.access = Arc::new(access);
+    /// With these access rules.
+    pub fn with_access(self, access: Access) -> AppState {
+        self.set_access(access);
         self
+    }
+
+    /// Replace the access rules for the requests that follow (the configuration was reloaded).
+    pub fn set_access(&self, access: Access) {
+        if let Ok(mut a) = self.access.write() {
+            *a = Arc::new(access);
+        }
+    }
+
+    /// The access rules in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.read().map(|a| a.clone()).unwrap_or_else(|_| Arc::new(Access::open()))
     }
 }
 
@@ -602,5 +614,21 @@ mod tests {
         let Some(past) = std::time::Instant::now().checked_sub(Duration::from_secs(31)) else { return };
         *ha.last_cycle.lock().expect("lock") = past;
         assert_eq!(live().await, 503);
+    }
+
+    #[tokio::test]
+    async fn reloaded_access_rules_apply_to_the_next_request() {
+        let (_tx, rx) = watch::channel(Arc::new(NodeStatus::initial("demo", "pg1")));
+        let ha = Arc::new(HaShared::new());
+        ha.failsafe_mode.store(true, Ordering::Relaxed);
+        let state = AppState::new(rx, ha);
+        let r = router(state.clone());
+        let code = |r: Router| async move {
+            r.oneshot(post_failsafe_req(None, "127.0.0.1")).await.expect("response").status().as_u16()
+        };
+        assert_eq!(code(r.clone()).await, 200);
+        state.set_access(Access::open().with_basic("admin", "pw"));
+        assert_eq!(code(r).await, 401);
+        drop(_tx);
     }
 }
