@@ -384,6 +384,16 @@ mod tests {
         (router(AppState::new(rx, ha.clone())), ha)
     }
 
+    /// A running primary holding the lock, with a DCS view.
+    fn leader_status() -> NodeStatus {
+        let mut s = NodeStatus::initial("demo", "pg0");
+        s.state = "running".into();
+        s.role = crate::types::Role::Primary;
+        s.is_leader = true;
+        s.cluster_known = true;
+        s
+    }
+
     #[test]
     fn lag_accepts_patroni_units() {
         assert_eq!(parse_lag("1024"), Some(1024));
@@ -395,12 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn primary_answers_200_on_primary_and_503_on_replica_by_substring() {
-        let mut s = NodeStatus::initial("demo", "pg0");
-        s.state = "running".into();
-        s.role = crate::types::Role::Primary;
-        s.is_leader = true;
-        s.cluster_known = true;
-        let (r, _) = app(s);
+        let (r, _) = app(leader_status());
         for (path, method, code) in [
             ("/primary", Method::GET, 200),
             ("/read-write", Method::HEAD, 200),
@@ -569,12 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn head_and_options_answer_status_only_and_metrics_is_text() {
-        let mut s = NodeStatus::initial("demo", "pg0");
-        s.state = "running".into();
-        s.role = crate::types::Role::Primary;
-        s.is_leader = true;
-        s.cluster_known = true;
-        let (r, _) = app(s);
+        let (r, _) = app(leader_status());
         for (m, path, code) in
             [(Method::HEAD, "/primary", 200), (Method::OPTIONS, "/replica", 503), (Method::OPTIONS, "/", 200)]
         {

@@ -145,6 +145,12 @@ mod cluster {
         Some((rec == "true", port.parse().ok()?))
     }
 
+    /// `GET /metrics` of node `i`.
+    async fn metrics_of(c: &AgentCluster, i: usize) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", c.nodes[i].api);
+        c.http.get(url).send().await.expect("GET /metrics").text().await.expect("metrics body")
+    }
+
     /// `config/haproxy.cfg` with its listener ports and backend servers replaced by the test's.
     fn haproxy_cfg(c: &AgentCluster, ports: &[(u16, u16)]) -> String {
         let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/haproxy.cfg"))
@@ -209,15 +215,7 @@ mod cluster {
         assert!(c.nodes.iter().any(|n| n.pg_port == any.1), "read-any reached {any:?}");
 
         // /metrics on the live leader: Patroni's names plus praetor's own, fed by the HA loop.
-        let text = c
-            .http
-            .get(format!("http://127.0.0.1:{}/metrics", c.nodes[leader].api))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        let text = metrics_of(&c, leader).await;
         let labels = format!("{{scope=\"apihaproxy\",name=\"{}\"}}", c.nodes[leader].name);
         for line in [format!("patroni_primary{labels} 1"), format!("patroni_postgres_running{labels} 1")] {
             assert!(text.contains(&line), "no {line:?} in\n{text}");
@@ -245,15 +243,7 @@ mod cluster {
         let switched = Instant::now();
         let new_port = c.nodes[cand].pg_port;
         // The candidate took the key in a leader race.
-        let text = c
-            .http
-            .get(format!("http://127.0.0.1:{}/metrics", c.nodes[cand].api))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        let text = metrics_of(&c, cand).await;
         let won = format!(
             "praetor_leader_races_total{{scope=\"apihaproxy\",name=\"{}\",result=\"won\"}} ",
             c.nodes[cand].name
