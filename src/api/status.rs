@@ -137,6 +137,12 @@ pub struct NodeStatus {
     /// by `praetorctl why`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub praetor_ha: Option<HaDecisionInfo>,
+    /// praetor only: this primary's commits wait for a synchronous standby that is not there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub writes_blocked: bool,
+    /// praetor only: why `writes_blocked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_blocked_reason: Option<String>,
 
     /// This node holds the leader key.
     #[serde(skip)]
@@ -192,6 +198,8 @@ impl NodeStatus {
             scheduled_restart: None,
             watchdog_failed: false,
             praetor_ha: None,
+            writes_blocked: false,
+            writes_blocked_reason: None,
             is_leader: false,
             standby_cluster: false,
             noloadbalance: false,

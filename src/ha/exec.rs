@@ -459,15 +459,10 @@ impl Ha {
                     .context("write /failover")?;
             }
             Action::WriteHistory => self.write_history(cluster, pg).await?,
-            Action::ProcessSyncReplication => {
-                warn!(
-                    "synchronous_mode is not supported by this praetor build yet; replicating asynchronously"
-                );
-            }
-            Action::DisableSyncReplication { version } => {
-                self.dcs.delete_sync_state(version.map(Version)).await.context("delete /sync")?;
-            }
+            Action::ProcessSyncReplication => self.process_sync_replication(cluster).await?,
+            Action::DisableSyncReplication { version } => self.disable_sync_replication(version).await?,
             Action::Promote => {
+                self.prepromote_sync(cluster, pg.server_version.unwrap_or(0)).await?;
                 self.rs.lock().expect("role lock").role = Role::Promoted;
                 self.spawn(LongActionKind::Promote, |cx, _cancel| async move {
                     if !cx.paused
@@ -496,6 +491,7 @@ impl Ha {
             }
             Action::Demote(mode) => self.demote(mode, cluster, kind).await?,
             Action::StartAsPrimary { .. } => {
+                self.prestart_primary_sync();
                 let kind = kind.expect("StartAsPrimary is long");
                 self.spawn(kind.clone(), |cx, _| async move {
                     if let Err(e) = cx.start(&ConfRole::Primary, Role::Primary).await {
@@ -658,10 +654,13 @@ impl Ha {
                 self.pg.stop(StopMode::Immediate).await.context("stop postgres")?;
             }
             Action::Restart { .. } => {
+                self.release_sync_standby().await;
                 let conf = self.conf_role_current();
+                let releasing = self.sync_rt.releasing.clone();
                 self.spawn(LongActionKind::Restart, |cx, _| async move {
                     cx.set_label(Some("restarting"));
                     let r = cx.pg.restart(StopMode::Fast, &conf).await;
+                    releasing.store(false, std::sync::atomic::Ordering::Relaxed);
                     cx.set_label(None);
                     match r {
                         Ok(_) => {
@@ -769,6 +768,7 @@ impl Ha {
         if !self.pg.is_running() {
             return;
         }
+        self.release_sync_standby().await;
         run_script("before_stop", self.cfg.postgresql.before_stop.as_deref(), Duration::from_secs(60)).await;
         match self.pg.stop(StopMode::Fast).await {
             Ok(_) => {}
@@ -778,6 +778,7 @@ impl Ha {
             }
         }
         mark_stopped(&self.status_tx);
+        self.end_sync_release();
         self.watchdog.lock().expect("watchdog lock").disable();
         self.callbacks.fire(CallbackAction::OnStop, self.role().as_str());
     }

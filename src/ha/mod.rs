@@ -46,6 +46,8 @@ mod exec;
 pub mod failover;
 pub mod runner;
 pub mod snapshot;
+pub mod sync;
+mod sync_exec;
 
 #[cfg(test)]
 mod scenarios;

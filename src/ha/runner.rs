@@ -480,6 +480,7 @@ pub struct Ha {
     pub(super) reload_rx: Option<mpsc::UnboundedReceiver<Config>>,
     /// `/config` changed since `patroni.dynamic.json` was last written.
     pub(super) cache_needs_saving: bool,
+    pub(super) sync_rt: super::sync_exec::SyncRuntime,
 }
 
 /// Why the HA task ended.
@@ -538,6 +539,7 @@ impl Ha {
             last_obs: None,
             reload_rx: None,
             cache_needs_saving: false,
+            sync_rt: Default::default(),
         }
         .with_cached_dynamic(from_cache)
     }
@@ -588,7 +590,9 @@ impl Ha {
     }
 
     pub(super) fn rebuild_pg(&mut self) {
-        match Postgres::new(pg_settings(&self.cfg, &self.dynamic)) {
+        let mut settings = pg_settings(&self.cfg, &self.dynamic);
+        settings.synchronous_standby_names = self.ssn_override();
+        match Postgres::new(settings) {
             Ok(p) => self.pg = Arc::new(p),
             Err(e) => error!("failed to apply the new PostgreSQL settings: {e}"),
         }
@@ -612,6 +616,8 @@ impl Ha {
             || d.loop_wait != self.dynamic.loop_wait
             || d.retry_timeout != self.dynamic.retry_timeout;
         let first = self.config_version.is_none();
+        let sync_mode_changed = d.synchronous_mode != self.dynamic.synchronous_mode
+            || d.synchronous_mode_strict != self.dynamic.synchronous_mode_strict;
         self.config_version = Some(c.version);
         self.cache_needs_saving = true;
         self.dynamic = d;
@@ -628,6 +634,24 @@ impl Ha {
                 .await
         {
             warn!("failed to apply the new ttl to the DCS: {e}");
+        }
+        if sync_mode_changed && !first && self.task.is_none() {
+            // Turning synchronous mode off with /sync still present waits for
+            // DisableSyncReplication (delete /sync first, then restore the user's value).
+            let off = self.dynamic.synchronous_mode == SynchronousMode::Off;
+            if off && cluster.sync.is_empty() {
+                if let Err(e) = self.restore_user_ssn().await {
+                    warn!("failed to restore synchronous_standby_names: {e:#}");
+                }
+            } else if !params_changed {
+                self.rebuild_pg();
+                if self.pg.is_running() {
+                    let role = self.conf_role_current();
+                    if let Err(e) = self.pg.reload(&role).await {
+                        warn!("failed to reload PostgreSQL: {e}");
+                    }
+                }
+            }
         }
         if params_changed || first {
             self.rebuild_pg();
@@ -781,7 +805,8 @@ impl Ha {
     pub(super) fn member_data(&self, pg: &PgState, policy: &DynamicPolicy) -> MemberData {
         let rs = self.rs.lock().expect("role lock").clone();
         let cfg = &self.cfg;
-        let tags = cfg.tags.member_tags();
+        let mut tags = cfg.tags.member_tags();
+        self.sync_release_tags(&mut tags);
         let state = rs.label.clone().unwrap_or_else(|| state_label(pg).to_string());
         let mut m = MemberData {
             conn_url: format!("postgres://{}/postgres", cfg.postgresql.connect_address),
@@ -854,6 +879,11 @@ impl Ha {
         s.cluster_known = self.last_cluster.is_some();
         s.maximum_lag_on_failover = policy.maximum_lag_on_failover;
         s.watchdog_failed = self.watchdog.lock().expect("watchdog lock").failed();
+        self.sync_release_tags(&mut s.tags);
+        if policy.synchronous_mode != SyncMode::Off && pg.is_in_recovery == Some(false) {
+            s.writes_blocked_reason = self.sync_rt.writes_blocked.clone();
+            s.writes_blocked = s.writes_blocked_reason.is_some();
+        }
         if let Some(c) = &self.last_cluster {
             s.cluster_unlocked = c.is_unlocked();
             s.leader_optime = c.status.optime.unwrap_or(0);

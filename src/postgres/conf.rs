@@ -198,6 +198,9 @@ pub fn effective_parameters(s: &PgSettings, major: u32) -> (BTreeMap<String, Str
     if major >= 10 && out.get("wal_level").is_some_and(|v| v == "hot_standby") {
         out.insert("wal_level".into(), "replica".into());
     }
+    if let Some(ssn) = &s.synchronous_standby_names {
+        out.insert("synchronous_standby_names".into(), ssn.clone());
+    }
     out.insert("hot_standby".into(), "on".into());
     let (hosts, port) = s.listen_hosts_port();
     out.insert("listen_addresses".into(), hosts.join(","));

@@ -20,6 +20,7 @@ pub mod replica;
 pub mod rewind;
 pub mod settings;
 pub mod slots;
+pub mod syncrep;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -181,6 +181,9 @@ pub struct PgSettings {
     pub remove_data_directory_on_diverged_timelines: bool,
     /// Create physical slots for members on the primary.
     pub use_slots: bool,
+    /// `synchronous_standby_names` managed by the HA loop in synchronous mode (overrides the
+    /// configured value); `None` leaves the user's own value.
+    pub synchronous_standby_names: Option<String>,
     /// OS user that owns PGDATA; used when the agent runs as root.
     pub os_user: String,
     /// Bound of one observation.
@@ -223,6 +226,7 @@ impl PgSettings {
             remove_data_directory_on_rewind_failure: false,
             remove_data_directory_on_diverged_timelines: false,
             use_slots: true,
+            synchronous_standby_names: None,
             os_user: "postgres".to_string(),
             observe_timeout: Duration::from_secs(5),
             postmaster_log: None,

@@ -15,5 +15,7 @@ mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member 
 mod plugins; // DCS plugins: contract suite through libdcs_etcd.so, broken-plugin errors
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 mod support;
+#[cfg(feature = "etcd")]
+mod sync_rep; // synchronous replication end to end: zero-loss failovers, strict-mode write blocking (serial: cluster::)
 #[cfg(feature = "zookeeper")]
 mod zookeeper; // ZooKeeper backend: contract suite, sessions, Patroni 4.1.5 interop

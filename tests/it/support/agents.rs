@@ -46,6 +46,9 @@ pub struct AgentOpts {
     /// Appended to each agent's `restapi:` section (YAML lines indented by two spaces, e.g. TLS
     /// or authentication settings).
     pub restapi_extra: String,
+    /// Appended to `bootstrap.dcs` (YAML lines indented by four spaces), e.g.
+    /// `    synchronous_mode: true\n`.
+    pub dcs_extra: String,
 }
 
 /// One agent.
@@ -125,7 +128,7 @@ bootstrap:
     retry_timeout: 3
     maximum_lag_on_failover: 1048576
     failsafe_mode: {failsafe}
-    postgresql:
+{dcs_extra}    postgresql:
       use_pg_rewind: true
       use_slots: true
       parameters:
@@ -159,6 +162,7 @@ postgresql:
 "#,
                 dcs = store.yaml(),
                 failsafe = opts.failsafe,
+                dcs_extra = opts.dcs_extra,
                 restapi_extra = opts.restapi_extra,
                 data = q(&s.data_dir),
                 bin = q(&bin),
