@@ -10,6 +10,7 @@ use crate::api::auth::Access;
 use crate::api::server::{AppState, serve};
 use crate::api::status::NodeStatus;
 use crate::config::{Config, LoadOptions};
+use crate::ha::command::{CommandServer, HaHandle, ScheduleStore};
 use crate::ha::runner::{Ha, HaExit, HaShared, pg_settings};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -53,41 +54,59 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         tokio::sync::watch::channel(Arc::new(NodeStatus::initial(&config.scope, &config.name)));
     let stop = CancellationToken::new();
     let api_stop = CancellationToken::new();
-    let state = AppState::new(status_rx, shared.clone()).with_access(Access::from_config(&config.restapi));
+    let (cmd, cmd_inbox) = HaHandle::channel();
+    let reload_requested = Arc::new(tokio::sync::Notify::new());
+    let schedule = ScheduleStore::open(ScheduleStore::path_for(&config.postgresql.data_dir));
+    let (cmd_server, pg_inbox) = CommandServer::new(
+        &config.name,
+        dcs.clone(),
+        shared.clone(),
+        status_rx.clone(),
+        schedule,
+        reload_requested.clone(),
+    );
+    let cmd_task = tokio::spawn(cmd_server.run(cmd_inbox));
+    let state = AppState::new(status_rx, shared.clone())
+        .with_access(Access::from_config(&config.restapi))
+        .with_commands(cmd);
     let api = serve(&config.restapi, state.clone(), api_stop.clone()).await?;
     let cfg = Arc::new(config);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
-    let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx).with_reload(reload_rx);
+    let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx)
+        .with_reload(reload_rx)
+        .with_commands(pg_inbox);
     let mut ha_task = tokio::spawn(ha.run(stop.clone()));
 
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
+    let reload = || {
+        let opts = LoadOptions {
+            path: config_path.clone(),
+            env: std::env::vars().collect(),
+            dcs: None,
+            strict: false,
+        };
+        match crate::config::load(&opts) {
+            Ok(l) => {
+                // Allowlist and credentials apply to the next request; TLS files and the
+                // listen address only at restart.
+                state.set_access(Access::from_config(&l.config.restapi));
+                let _ = reload_tx.send(l.config);
+                shared.wake.notify_one();
+            }
+            Err(e) => error!(
+                "configuration reload failed, keeping the current one: {}",
+                e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+            ),
+        }
+    };
     let exit = loop {
         tokio::select! {
             _ = term.recv() => { info!("received SIGTERM, shutting down"); break None; }
             _ = int.recv() => { info!("received SIGINT, shutting down"); break None; }
-            _ = hup.recv() => {
-                let opts = LoadOptions {
-                    path: config_path.clone(),
-                    env: std::env::vars().collect(),
-                    dcs: None,
-                    strict: false,
-                };
-                match crate::config::load(&opts) {
-                    Ok(l) => {
-                        // Allowlist and credentials apply to the next request; TLS files and the
-                        // listen address only at restart.
-                        let restapi = l.config.restapi.clone();
-                        if let Ok(a) = tokio::task::spawn_blocking(move || Access::from_config(&restapi)).await {
-                            state.set_access(a);
-                        }
-                        let _ = reload_tx.send(l.config);
-                        shared.wake.notify_one();
-                    }
-                    Err(e) => error!("configuration reload failed, keeping the current one: {}", e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                }
-            }
+            _ = hup.recv() => reload(),
+            _ = reload_requested.notified() => reload(),
             r = &mut ha_task => { break Some(r); }
         }
     };
@@ -108,6 +127,7 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         }
     };
     api_stop.cancel();
+    cmd_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     match result {
         Ok(HaExit::Stopped) => {

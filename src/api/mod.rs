@@ -3,6 +3,7 @@
 //! Owns: HTTP mapping. Reads the status the HA task publishes; never runs SQL or DCS writes itself.
 
 pub mod auth;
+pub mod control;
 pub mod extract;
 pub mod metrics;
 pub mod probe;

@@ -15,6 +15,7 @@ use super::auth::{Access, ConnInfo};
 use super::extract::ApiJson;
 use super::probe::{ProbeQuery, health_status, liveness_status, readiness_failure};
 use super::status::NodeStatus;
+use crate::ha::command::HaHandle;
 use crate::ha::runner::HaShared;
 use crate::ha::snapshot::FailsafePing;
 use axum::Router;
@@ -47,13 +48,20 @@ pub struct AppState {
     pub ha: Arc<HaShared>,
     /// Who may call mutating endpoints (replaced on SIGHUP, see [`AppState::set_access`]).
     pub access: Arc<std::sync::RwLock<Arc<Access>>>,
+    /// Management commands to the HA side.
+    pub cmd: HaHandle,
 }
 
 impl AppState {
     /// State with no access restrictions (tests; the agent sets [`AppState::access`] from
     /// `restapi`).
     pub fn new(status: watch::Receiver<Arc<NodeStatus>>, ha: Arc<HaShared>) -> AppState {
-        AppState { status, ha, access: Arc::new(std::sync::RwLock::new(Arc::new(Access::open()))) }
+        AppState {
+            status,
+            ha,
+            access: Arc::new(std::sync::RwLock::new(Arc::new(Access::open()))),
+            cmd: HaHandle::disconnected(),
+        }
     }
 
     /// With these access rules.
@@ -72,6 +80,12 @@ impl AppState {
     /// The access rules in force.
     pub fn access(&self) -> Arc<Access> {
         self.access.read().map(|a| a.clone()).unwrap_or_else(|_| Arc::new(Access::open()))
+    }
+
+    /// Send management commands to `cmd` (without it they get 503).
+    pub fn with_commands(mut self, cmd: HaHandle) -> AppState {
+        self.cmd = cmd;
+        self
     }
 }
 
@@ -221,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(health)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, READ_TIMEOUT));
     let writes = mutating_without_members(Router::new().route("/failsafe", post(post_failsafe)), &state)
+        .merge(super::auth::mutating(super::control::routes(), &state))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     reads.merge(writes).layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES)).with_state(state)
 }

@@ -23,6 +23,32 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// `GET /patroni` of each target in parallel (the client carries the timeout); a member that does
+/// not answer with JSON is unreachable.
+pub(super) async fn fetch_peer_statuses(
+    http: &reqwest::Client,
+    targets: &[PeerTarget],
+) -> BTreeMap<String, PeerStatus> {
+    let calls = targets.iter().map(|t| {
+        let http = http.clone();
+        let t = t.clone();
+        async move {
+            let st = match http.get(&t.api_url).send().await {
+                Ok(r) => match r.json::<serde_json::Value>().await {
+                    Ok(v) => PeerStatus::from_patroni_json(&v),
+                    Err(_) => PeerStatus::unreachable(),
+                },
+                Err(e) => {
+                    info!("Request failed to {}: GET {} ({e})", t.name, t.api_url);
+                    PeerStatus::unreachable()
+                }
+            };
+            (t.name, st)
+        }
+    });
+    futures::future::join_all(calls).await.into_iter().collect()
+}
+
 fn outcome(r: Result<Result<bool, crate::dcs::DcsError>, tokio::time::error::Elapsed>) -> WriteOutcome {
     match r {
         Ok(Ok(true)) => WriteOutcome::Done,
@@ -127,6 +153,40 @@ impl Ha {
             }
             while self.done_rx.try_recv().is_ok() {}
         }
+    }
+
+    /// Start the long action `restart`; `reply` (a `POST /restart` waiting) gets Patroni's answer
+    /// when it is done.
+    pub(super) fn spawn_restart(
+        &mut self,
+        reply: Option<tokio::sync::oneshot::Sender<super::command::Reply>>,
+    ) {
+        let conf = self.conf_role_current();
+        let releasing = self.sync_rt.releasing.clone();
+        self.spawn(LongActionKind::Restart, |cx, _| async move {
+            cx.set_label(Some("restarting"));
+            let r = cx.pg.restart(StopMode::Fast, &conf).await;
+            releasing.store(false, std::sync::atomic::Ordering::Relaxed);
+            cx.set_label(None);
+            let answer = match &r {
+                Ok(crate::postgres::StartOutcome::StillStarting { .. }) => {
+                    (503, "postgres is still starting")
+                }
+                Ok(_) => (200, "restarted successfully"),
+                Err(_) => (503, "restart failed"),
+            };
+            match r {
+                Ok(_) => {
+                    let role = cx.rs.lock().expect("role lock").role.clone();
+                    cx.callbacks.fire(CallbackAction::OnRestart, role.as_str());
+                }
+                Err(e) => warn!("restart failed: {e}"),
+            }
+            if let Some(tx) = reply {
+                let _ = tx.send(super::command::Reply::text(answer.0, answer.1));
+            }
+            Finished::Other(LongActionKind::Restart)
+        });
     }
 
     fn slot_for(&self, target: &FollowTarget, cluster: Option<&Cluster>) -> Option<String> {
@@ -239,24 +299,7 @@ impl Ha {
     }
 
     async fn fetch_peers(&self, targets: &[PeerTarget]) -> BTreeMap<String, PeerStatus> {
-        let calls = targets.iter().map(|t| {
-            let http = self.http.clone();
-            let t = t.clone();
-            async move {
-                let st = match http.get(&t.api_url).send().await {
-                    Ok(r) => match r.json::<serde_json::Value>().await {
-                        Ok(v) => PeerStatus::from_patroni_json(&v),
-                        Err(_) => PeerStatus::unreachable(),
-                    },
-                    Err(e) => {
-                        info!("Request failed to {}: GET {} ({e})", t.name, t.api_url);
-                        PeerStatus::unreachable()
-                    }
-                };
-                (t.name, st)
-            }
-        });
-        futures::future::join_all(calls).await.into_iter().collect()
+        fetch_peer_statuses(&self.http, targets).await
     }
 
     async fn post_failsafe(&self, targets: &[PeerTarget]) -> bool {
@@ -655,24 +698,9 @@ impl Ha {
             }
             Action::Restart { .. } => {
                 self.release_sync_standby().await;
-                let conf = self.conf_role_current();
-                let releasing = self.sync_rt.releasing.clone();
-                self.spawn(LongActionKind::Restart, |cx, _| async move {
-                    cx.set_label(Some("restarting"));
-                    let r = cx.pg.restart(StopMode::Fast, &conf).await;
-                    releasing.store(false, std::sync::atomic::Ordering::Relaxed);
-                    cx.set_label(None);
-                    match r {
-                        Ok(_) => {
-                            let role = cx.rs.lock().expect("role lock").role.clone();
-                            cx.callbacks.fire(CallbackAction::OnRestart, role.as_str());
-                        }
-                        Err(e) => warn!("restart failed: {e}"),
-                    }
-                    Finished::Other(LongActionKind::Restart)
-                });
+                self.spawn_restart(None)
             }
-            Action::DeleteScheduledRestart => {}
+            Action::DeleteScheduledRestart => self.delete_scheduled_restart(),
             Action::CancelLongAction => self.cancel_task().await,
             Action::SetRole(r) => {
                 let changed = self.task_cx().set_role(r.clone());

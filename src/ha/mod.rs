@@ -41,9 +41,11 @@
 //! `on_start` when `Memory::cb_called` becomes true and `on_role_change` on `SetRole`/promote/demote.
 
 pub mod action;
+pub mod command;
 pub mod decide;
 mod exec;
 pub mod failover;
+pub mod manual;
 pub mod runner;
 pub mod snapshot;
 pub mod sync;

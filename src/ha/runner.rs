@@ -481,6 +481,8 @@ pub struct Ha {
     /// `/config` changed since `patroni.dynamic.json` was last written.
     pub(super) cache_needs_saving: bool,
     pub(super) sync_rt: super::sync_exec::SyncRuntime,
+    /// Operator commands that touch PostgreSQL, and the scheduled restart ([`super::command`]).
+    pub(super) commands: Option<super::command::PgInbox>,
 }
 
 /// Why the HA task ended.
@@ -540,6 +542,7 @@ impl Ha {
             reload_rx: None,
             cache_needs_saving: false,
             sync_rt: Default::default(),
+            commands: None,
         }
         .with_cached_dynamic(from_cache)
     }
@@ -687,6 +690,7 @@ impl Ha {
     pub async fn run_cycle(&mut self) -> Decision {
         let cycle_started = Instant::now();
         self.collect_finished();
+        self.serve_commands().await;
         let t = self.timing();
         let read =
             tokio::time::timeout(t.retry_timeout + Duration::from_secs(1), self.dcs.load_cluster()).await;
@@ -728,6 +732,7 @@ impl Ha {
         let ping = self.shared.failsafe_ping.lock().expect("failsafe lock").clone();
         let finished = std::mem::take(&mut self.finished);
         let in_flight = self.task.as_ref().map(|t| t.action.clone());
+        let scheduled_restart = self.scheduled_restart();
         let mut steps = StepResults::default();
         let mut guard = 0;
         let decision = loop {
@@ -742,7 +747,7 @@ impl Ha {
                 in_flight: in_flight.as_ref(),
                 finished: &finished,
                 failsafe_ping: ping.as_ref(),
-                scheduled_restart: None,
+                scheduled_restart: scheduled_restart.as_ref(),
                 steps: &steps,
             };
             let d = decide(&snap, &self.mem);
@@ -821,6 +826,7 @@ impl Ha {
             proxy_url: cfg.postgresql.proxy_address.as_ref().map(|p| format!("postgres://{p}/postgres")),
             tags: (!tags.is_empty()).then_some(tags),
             pause: policy.pause.then_some(true),
+            scheduled_restart: self.scheduled_restart_values().0,
             ..Default::default()
         };
         if pg.run == PgRun::Running {
@@ -872,6 +878,7 @@ impl Ha {
             _ => Role::Replica,
         };
         s.pause = policy.pause;
+        s.scheduled_restart = self.scheduled_restart_values().1;
         s.dcs_last_seen = self.dcs_last_seen;
         s.tags = self.cfg.tags.member_tags();
         s.noloadbalance = self.cfg.tags.noloadbalance;
@@ -978,6 +985,9 @@ impl Ha {
             Some(d) = self.done_rx.recv() => {
                 self.task = None;
                 self.finished.push(d.finished);
+            }
+            Some(c) = async { match self.commands.as_mut() { Some(c) => c.rx.recv().await, None => None } } => {
+                self.serve_command(c).await;
             }
             _ = stop.cancelled() => {}
         }

@@ -14,6 +14,8 @@ mod dcs_contract;
 mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member failover
 mod plugins; // DCS plugins: contract suite through libdcs_etcd.so, broken-plugin errors
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
+#[cfg(feature = "etcd")]
+mod rest_control; // REST management endpoints: real patronictl 4.1.5 drives praetor; scheduled restarts persist
 mod support;
 #[cfg(feature = "etcd")]
 mod sync_rep; // synchronous replication end to end: zero-loss failovers, strict-mode write blocking (serial: cluster::)
