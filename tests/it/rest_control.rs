@@ -113,8 +113,13 @@ mod cluster {
         assert!(before.is_string(), "{before}");
         let (out, _) = ctl(&["restart", scope, &c.nodes[replica].name, "--force"]);
         assert!(out.contains(&format!("Success: restart on member {}", c.nodes[replica].name)), "{out}");
-        let after = patroni(&c, replica).await["postmaster_start_time"].clone();
-        assert!(after.is_string() && after != before, "start time {before} -> {after}");
+        // The status is republished by the cycle after the restart task ends (≤ loop_wait).
+        let changed = wait_for(Duration::from_secs(15), || async {
+            let after = patroni(&c, replica).await["postmaster_start_time"].clone();
+            after.is_string() && after != before
+        })
+        .await;
+        assert!(changed, "postmaster start time still {before}\n{}", c.logs());
 
         // reinit <scope> <member> --force --wait: the replica is cloned again (a file we drop in
         // its data directory is gone) and streams again.
