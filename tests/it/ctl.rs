@@ -518,7 +518,13 @@ mod praetor_cluster {
         let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
         let ctl = Ctl { cfg: write_cfg(c.dir(), "ctlha", &store), home: c.dir().to_path_buf() };
 
-        // list (DCS): title, one leader, two streaming replicas
+        // list (DCS): title, one leader, two streaming replicas (the member keys follow the REST
+        // status by up to a loop)
+        let streaming = wait_for(Duration::from_secs(30), || async {
+            ctl.run(&["list"]).await.1.matches(" streaming ").count() == 2
+        })
+        .await;
+        assert!(streaming, "list never showed two streaming replicas");
         let out = ctl.ok(&["list"], &c).await;
         assert!(out.starts_with("+ Cluster: ctlha ("), "{out}");
         assert_eq!(out.matches("| Leader ").count(), 1, "{out}");
