@@ -304,8 +304,39 @@ pub async fn serve(
     state: AppState,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let l = Listener::bind(c).await?;
-    Ok(tokio::spawn(run(l, router(state), stop)))
+    // The API gets its own thread and runtime, so that nothing the HA task or a DCS client does
+    // on the agent's runtime (a blocking call, a busy worker) can delay a health check.
+    let c = c.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("praetor-rest".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("REST API runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match Listener::bind(&c).await {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run(l, router(state), stop).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| anyhow::anyhow!("start the REST API thread: {e}"))?;
+    ready_rx.await.map_err(|_| anyhow::anyhow!("the REST API thread ended before binding"))??;
+    Ok(tokio::spawn(async move {
+        let _ = done_rx.await;
+    }))
 }
 
 /// The accept loop: one task per connection (TLS handshake bounded by [`HEADER_READ_TIMEOUT`]);

@@ -737,7 +737,7 @@ mod tests {
             Some((412, "candidate name does not match with sync_standby".into()))
         );
         assert_eq!(names(failover_candidates(&sync, &req(Some("pg0"), None), sm)), vec!["pg1"]);
-        // Quorum mode, and failovers to an asynchronous member, are not held to /sync.
+        // Quorum mode, and failovers to a member outside the sync set, are not held to /sync.
         assert!(
             failover_candidates(&sync, &req(Some("pg0"), Some("pg2")), ClusterMode { quorum: true, ..sm })
                 .is_ok()

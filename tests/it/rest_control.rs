@@ -80,8 +80,15 @@ mod cluster {
         std::fs::write(&cfg, format!("scope: {scope}\n{}", etcd.yaml())).expect("write patronictl.yml");
         let ctl = |args: &[&str]| patronictl(&venv, &cfg, args);
 
-        // list
-        let (out, ok) = ctl(&["list"]);
+        // list (the member keys follow the REST status by up to a loop: wait, bounded)
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (out, ok) = loop {
+            let (out, ok) = ctl(&["list"]);
+            if (ok && out.matches("| streaming |").count() == 2) || std::time::Instant::now() > deadline {
+                break (out, ok);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
         assert!(ok, "{out}");
         for n in &c.nodes {
             assert!(out.contains(&format!("| {} ", n.name)), "{out}");
