@@ -894,14 +894,17 @@ impl Ha {
         if let Some(c) = &self.last_cluster {
             s.cluster_unlocked = c.is_unlocked();
             s.leader_optime = c.status.optime.unwrap_or(0);
-            let me = &self.cfg.name;
-            if c.sync.members().iter().any(|m| m == me) {
-                if policy.synchronous_mode == SyncMode::Quorum {
-                    s.quorum_standby = true;
-                } else {
-                    s.sync_standby = true;
-                }
-            }
+            // Only a replica that the current leader's `/sync` names (Patroni `is_sync_standby`).
+            let kind = super::sync::standby_kind(
+                policy.synchronous_mode != SyncMode::Off,
+                policy.synchronous_mode == SyncMode::Quorum,
+                pg.is_in_recovery == Some(true),
+                c.leader.as_ref().map(|l| l.name.as_str()),
+                &c.sync,
+                &self.cfg.name,
+            );
+            s.sync_standby = kind == super::sync::StandbyKind::Sync;
+            s.quorum_standby = kind == super::sync::StandbyKind::Quorum;
         }
         s.failsafe_mode_is_active = policy.failsafe_mode && s.is_leader && self.dcs_last_seen > 0 && {
             let now = chrono::Utc::now().timestamp().max(0) as u64;

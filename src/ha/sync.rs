@@ -720,6 +720,45 @@ pub fn writes_blocked(ssn: &str, walsenders: &[(String, String)]) -> Option<Stri
     })
 }
 
+/// Patroni `Ha.is_sync_standby`: `me` is named in `/sync` **and** `/sync` was written by the
+/// current leader (names compared case-insensitively). A key still carrying a former leader's
+/// standbys proves nothing about who is synchronous to the new one.
+pub fn is_sync_standby(leader: Option<&str>, sync: &SyncState, me: &str) -> bool {
+    let Some(leader) = leader else { return false };
+    sync.leader.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(leader)) && sync_listed(sync, me)
+}
+
+/// What a node reports about itself in its status and metrics (`sync_standby` / `quorum_standby`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyKind {
+    /// Not a synchronous standby (or not a standby at all).
+    NotSync,
+    /// `synchronous_mode: on` and named in `/sync` by the current leader.
+    Sync,
+    /// `synchronous_mode: quorum` and named in `/sync` by the current leader.
+    Quorum,
+}
+
+/// The status role of this node (Patroni `get_postgresql_status` plus its `is_sync_standby`
+/// leader check): only a running replica, with synchronous mode on, that the current leader's
+/// `/sync` key names; `quorum` picks which of the two flags.
+pub fn standby_kind(
+    sync_mode_on: bool,
+    quorum: bool,
+    is_replica: bool,
+    leader: Option<&str>,
+    sync: &SyncState,
+    me: &str,
+) -> StandbyKind {
+    if !sync_mode_on || !is_replica || !is_sync_standby(leader, sync, me) {
+        StandbyKind::NotSync
+    } else if quorum {
+        StandbyKind::Quorum
+    } else {
+        StandbyKind::Sync
+    }
+}
+
 // ----- synchronous_mode: quorum -----------------------------------------------------------------
 
 /// One transition of the quorum state (Patroni `Transition`).

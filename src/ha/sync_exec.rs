@@ -369,11 +369,7 @@ impl Ha {
         let Some(c) = self.last_cluster.clone() else { return };
         let me = self.cfg.name.clone();
         let is_sync = self.dynamic.synchronous_mode != SynchronousMode::Off
-            && !c.sync.is_empty()
-            && c.leader
-                .as_ref()
-                .is_some_and(|l| c.sync.leader.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&l.name)))
-            && c.sync.members().iter().any(|m| m.eq_ignore_ascii_case(&me))
+            && super::sync::is_sync_standby(c.leader.as_ref().map(|l| l.name.as_str()), &c.sync, &me)
             && !self.mem.is_leader(self.shared.now());
         if !is_sync {
             return;

@@ -628,3 +628,30 @@ fn quorum_arithmetic_random_walks_keep_the_invariant_and_converge() {
         assert_eq!((numsync, quorum), (want_num, n(active.len()) - want_num), "round {round}");
     }
 }
+
+#[test]
+fn sync_standby_only_when_sync_key_written_by_current_leader() {
+    // ha.py: is_sync_standby — `/sync` leader must match the leader key.
+    assert!(is_sync_standby(Some("pg0"), &key("pg0", &["pg1", "pg2"], 0), "pg1"));
+    assert!(
+        is_sync_standby(Some("PG0"), &key("pg0", &["pg1"], 0), "Pg1"),
+        "names compare case-insensitively"
+    );
+    assert!(!is_sync_standby(Some("pg2"), &key("pg0", &["pg1"], 0), "pg1"), "key left by a former leader");
+    assert!(!is_sync_standby(None, &key("pg0", &["pg1"], 0), "pg1"), "no leader: nobody is synchronous");
+    assert!(!is_sync_standby(Some("pg0"), &key("pg0", &[], 0), "pg1"), "no standby named");
+    assert!(!is_sync_standby(Some("pg0"), &SyncState::default(), "pg1"), "no /sync key");
+    assert!(!is_sync_standby(Some("pg0"), &key("pg0", &["pg10"], 0), "pg1"), "whole names only");
+}
+
+#[test]
+fn status_reports_sync_or_quorum_standby_only_for_a_replica_in_sync_mode() {
+    // api.py: get_postgresql_status — role replica, synchronous mode, named in /sync.
+    let k = key("pg0", &["pg1"], 0);
+    assert_eq!(standby_kind(true, false, true, Some("pg0"), &k, "pg1"), StandbyKind::Sync);
+    assert_eq!(standby_kind(true, true, true, Some("pg0"), &k, "pg1"), StandbyKind::Quorum);
+    assert_eq!(standby_kind(false, false, true, Some("pg0"), &k, "pg1"), StandbyKind::NotSync, "mode off");
+    assert_eq!(standby_kind(true, false, false, Some("pg0"), &k, "pg1"), StandbyKind::NotSync, "a primary");
+    assert_eq!(standby_kind(true, false, true, Some("pg2"), &k, "pg1"), StandbyKind::NotSync, "stale key");
+    assert_eq!(standby_kind(true, true, true, Some("pg0"), &k, "pg2"), StandbyKind::NotSync, "not named");
+}
