@@ -263,11 +263,34 @@ pub fn praetor_metrics(scope: &str, name: &str, m: &AgentMetrics) -> String {
     out
 }
 
+/// praetor's metrics read from the published status: `praetor_writes_blocked` is 1 on a primary
+/// whose commits wait for a synchronous standby that is not there (the status's `writes_blocked`),
+/// else 0. The reason stays in `GET /patroni` (`writes_blocked_reason`): it quotes
+/// `synchronous_standby_names`, which would make a new series at every change as a label.
+pub fn praetor_status_metrics(s: &NodeStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP praetor_writes_blocked Value is 1 if commits on this primary wait for a synchronous standby \
+         that is not connected, 0 otherwise."
+    );
+    let _ = writeln!(out, "# TYPE praetor_writes_blocked gauge");
+    let _ = writeln!(
+        out,
+        "praetor_writes_blocked{{scope=\"{}\",name=\"{}\"}} {}",
+        esc(&s.patroni.scope),
+        esc(&s.patroni.name),
+        u8::from(s.writes_blocked)
+    );
+    out
+}
+
 /// `GET /metrics`.
 pub(in crate::api) async fn metrics(State(app): State<AppState>) -> Response {
     let s = app.status.borrow().clone();
     let mut body = patroni_metrics(&s);
     body.push_str(&praetor_metrics(&s.patroni.scope, &s.patroni.name, &app.ha.metrics));
+    body.push_str(&praetor_status_metrics(&s));
     let mut r = Response::new(Body::from(body));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -382,6 +405,19 @@ mod tests {
         assert_eq!(value(&text, "patroni_xlog_location{"), "123456");
         assert_eq!(value(&text, "patroni_is_paused{"), "1");
         assert_eq!(value(&text, "patroni_cluster_unlocked{"), "1");
+    }
+
+    #[test]
+    fn writes_blocked_gauge_follows_the_status() {
+        let mut s = NodeStatus::initial("demo", "pg0");
+        let text = praetor_status_metrics(&s);
+        assert!(text.contains("# TYPE praetor_writes_blocked gauge\n"), "{text}");
+        assert_eq!(value(&text, "praetor_writes_blocked{scope=\"demo\",name=\"pg0\"}"), "0");
+        s.writes_blocked = true;
+        s.writes_blocked_reason = Some("waiting for 1 synchronous standby(s), 0 connected".into());
+        let text = praetor_status_metrics(&s);
+        assert_eq!(value(&text, "praetor_writes_blocked{"), "1");
+        assert!(!text.contains("waiting for"), "the reason is not a label: {text}");
     }
 
     #[test]
