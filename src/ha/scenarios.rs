@@ -873,6 +873,7 @@ scenarios! {
     failsafe_ping_counts_as_a_leader,
     sync_mode_promotion_claims_sync_key_first,
     sync_mode_promotion_postponed_when_sync_key_changed,
+    sync_mode_explicit_failover_to_a_candidate_outside_sync_key_takes_the_lock,
     // §6.5 manual switchover / failover
     leader_demotes_gracefully_for_switchover_to_healthy_candidate,
     leader_refuses_switchover_to_lagging_candidate_and_clears_key,
@@ -891,6 +892,7 @@ scenarios! {
     paused_cluster_refuses_switchover_without_candidate,
     paused_cluster_allows_candidate_switchover,
     paused_cluster_ignores_scheduled_switchover,
+    sync_mode_leader_refuses_switchover_to_a_candidate_outside_sync_key,
     // §6.6 DCS unreachable
     replica_keeps_running_when_dcs_unreachable,
     failsafe_primary_keeps_running_when_all_members_accept,
