@@ -517,6 +517,9 @@ impl Ha {
                 }
                 let timeout =
                     req.timeout.map(Duration::from_secs).unwrap_or(self.timing().primary_start_timeout);
+                // A synchronous standby first asks the primary to release it, as the HA loop's
+                // restart does (Patroni `restart` wraps it in `while_not_sync_standby`).
+                self.release_sync_standby().await;
                 self.mem.recovering = true;
                 self.mem.start_timeout = Some(timeout);
                 self.spawn_restart(Some(reply));

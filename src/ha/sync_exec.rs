@@ -362,40 +362,60 @@ impl Ha {
         self.apply_ssn(None).await
     }
 
-    /// Patroni `while_not_sync_standby`: a standby listed in `/sync` publishes `nosync` and waits
-    /// (up to `2*loop_wait`) until the primary removed it from `/sync`, then returns; the caller
-    /// restarts or stops PostgreSQL and then clears [`SyncRuntime::releasing`].
+    /// Patroni `while_not_sync_standby`: in synchronous mode a standby first publishes `nosync`,
+    /// then waits (up to `2*loop_wait`) until a freshly read cluster no longer shows it as the
+    /// current leader's synchronous standby, and returns; the caller restarts or stops PostgreSQL
+    /// and then clears [`SyncRuntime::releasing`]. Publishing before looking closes the window in
+    /// which the primary could name this node after a check of an older view.
     pub(super) async fn release_sync_standby(&mut self) {
-        let Some(c) = self.last_cluster.clone() else { return };
-        let me = self.cfg.name.clone();
-        let is_sync = self.dynamic.synchronous_mode != SynchronousMode::Off
-            && super::sync::is_sync_standby(c.leader.as_ref().map(|l| l.name.as_str()), &c.sync, &me)
-            && !self.mem.is_leader(self.shared.now());
-        if !is_sync {
+        if self.dynamic.synchronous_mode == SynchronousMode::Off || self.mem.is_leader(self.shared.now()) {
             return;
         }
-        info!("Asking the primary to release this node from synchronous standby duty");
+        let me = self.cfg.name.clone();
         self.sync_rt.releasing.store(true, Ordering::Relaxed);
         let pg = self.last_pg.clone();
         let policy = super::runner::policy(&self.cfg, &self.dynamic);
         let data = self.member_data(&pg, &policy).to_json();
-        let _ = self.dcs.touch_member(&data).await;
+        let rt = self.dynamic.retry_timeout_duration();
+        match tokio::time::timeout(rt, self.dcs.touch_member(&data)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                warn!("failed to publish nosync before the restart; continuing");
+                return;
+            }
+        }
         let deadline = Instant::now() + self.dynamic.loop_wait_duration() * 2;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            match self.dcs.load_cluster().await {
-                Ok(c) if !c.sync.members().iter().any(|m| m.eq_ignore_ascii_case(&me)) => {
-                    info!("Released from synchronous standby duty");
-                    return;
+        let mut asked = false;
+        loop {
+            match tokio::time::timeout(rt, self.dcs.load_cluster()).await {
+                Ok(Ok(c)) => {
+                    let leader = c.leader.as_ref().map(|l| l.name.as_str());
+                    if !super::sync::is_sync_standby(leader, &c.sync, &me) {
+                        if asked {
+                            info!("Released from synchronous standby duty");
+                        }
+                        return;
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(Err(e)) => {
                     warn!("failed to read the cluster while waiting for release: {e}");
                     return;
                 }
+                Err(_) => {
+                    warn!("failed to read the cluster while waiting for release: timed out");
+                    return;
+                }
             }
+            if !asked {
+                info!("Asking the primary to release this node from synchronous standby duty");
+                asked = true;
+            }
+            if Instant::now() >= deadline {
+                warn!("the primary did not release this node from /sync in time; continuing");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        warn!("the primary did not release this node from /sync in time; continuing");
     }
 
     /// Stop publishing `nosync` (after the restart or stop it was for).
