@@ -715,6 +715,27 @@ impl<'s, 'a> Cx<'s, 'a> {
         Ok(leader.conn_url.is_some() && self.next.rewind == RewindState::Need)
     }
 
+    /// praetor, before Patroni's `_handle_crash_recovery` for a crashed former primary that follows
+    /// a leader: check the rewind first, on the end of its WAL. When its WAL does not go past the
+    /// leader's fork point, PostgreSQL started as a standby replays that WAL and follows the new
+    /// timeline by itself, so single-user crash recovery (a full sync of the data directory and a
+    /// checkpoint *after* the fork point, which then needs pg_rewind) is skipped. `false` (run
+    /// crash recovery as Patroni does) when the check says a rewind is needed, cannot tell, or does
+    /// not apply (holding the lock, no leader, rewind not configured, recovery already started).
+    fn wal_ends_before_fork(&mut self, cluster: &Cluster) -> R<bool> {
+        if self.has_lock || !self.s.policy.can_rewind || self.next.crash_recovery_started.is_some() {
+            return Ok(false);
+        }
+        let Some(leader) = self.leader_target(cluster) else {
+            return Ok(false);
+        };
+        if !self.next.rewind.executed() {
+            self.trigger_rewind_check();
+        }
+        self.rewind_needed_and_possible(&leader)?;
+        Ok(self.next.rewind == RewindState::NotNeed)
+    }
+
     /// Patroni `recover`: PostgreSQL is not running.
     fn recover(&mut self, cluster: &Cluster) -> R<Reason> {
         let mut timeout = None;
@@ -758,7 +779,8 @@ impl<'s, 'a> Cx<'s, 'a> {
         if matches!(
             control,
             Some(ControlState::InProduction | ControlState::ShuttingDown | ControlState::InCrashRecovery)
-        ) && let Some(r) = self.handle_crash_recovery(cluster)
+        ) && !self.wal_ends_before_fork(cluster)?
+            && let Some(r) = self.handle_crash_recovery(cluster)
         {
             return Ok(r);
         }

@@ -54,15 +54,34 @@ pub fn parse_history(text: &str) -> Vec<HistoryEntry> {
         .collect()
 }
 
+/// What the LSN of a [`LocalPosition`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalLsn {
+    /// A replica's replay position (running), or the minimum recovery point of a stopped one.
+    Replayed(Lsn),
+    /// The last checkpoint of a cleanly stopped former primary.
+    Checkpoint(Lsn),
+    /// Where the valid WAL of a crashed former primary ends (read with pg_waldump, before any crash
+    /// recovery ran): every record it wrote ends at or before this point.
+    WalEnd(Lsn),
+}
+
 /// Where the local data directory stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalPosition {
-    /// It was (or is) a replica.
-    pub in_recovery: bool,
     /// Its timeline.
     pub timeline: u32,
-    /// Replay position (replica) or last checkpoint location (former primary).
-    pub lsn: Lsn,
+    /// Its position on that timeline.
+    pub lsn: LocalLsn,
+}
+
+impl LocalPosition {
+    /// The LSN, whatever it means.
+    pub fn lsn(&self) -> Lsn {
+        match self.lsn {
+            LocalLsn::Replayed(l) | LocalLsn::Checkpoint(l) | LocalLsn::WalEnd(l) => l,
+        }
+    }
 }
 
 /// Outcome of [`decide`].
@@ -80,10 +99,16 @@ pub enum RewindCheck {
     },
 }
 
-/// Patroni's rule: local timeline ahead of the primary ⇒ rewind; equal ⇒ none; behind ⇒ find the
-/// local timeline in the primary's history: a replica needs rewind when it replayed past the
-/// switchpoint, a former primary when its checkpoint is at/after it (or ends elsewhere than the
-/// switchpoint, see [`RewindCheck::CheckpointEnd`]); a timeline missing from the history ⇒ rewind.
+/// Patroni's rule (rewind.py `_check_timeline_and_lsn`): local timeline ahead of the primary ⇒
+/// rewind; equal ⇒ none; behind ⇒ find the local timeline in the primary's history: a replica
+/// needs rewind when it replayed past the switchpoint, a former primary when its checkpoint is
+/// at/after it (or ends elsewhere than the switchpoint, see [`RewindCheck::CheckpointEnd`]); a
+/// timeline missing from the history ⇒ rewind.
+///
+/// praetor adds the crashed former primary ([`LocalLsn::WalEnd`]): like a replica, it needs a
+/// rewind only when its WAL goes past the switchpoint. When it does not, every record it has is
+/// also on the new leader's timeline, and PostgreSQL started as a standby replays them and then
+/// switches timelines at the switchpoint itself: no single-user crash recovery, no pg_rewind.
 pub fn decide(local: &LocalPosition, primary_timeline: u32, history: &[HistoryEntry]) -> RewindCheck {
     if local.timeline > primary_timeline {
         return RewindCheck::Needed;
@@ -93,12 +118,16 @@ pub fn decide(local: &LocalPosition, primary_timeline: u32, history: &[HistoryEn
     }
     for h in history {
         if h.parent_timeline == local.timeline {
-            return if local.in_recovery {
-                if local.lsn > h.switchpoint { RewindCheck::Needed } else { RewindCheck::NotNeeded }
-            } else if local.lsn >= h.switchpoint {
-                RewindCheck::Needed
-            } else {
-                RewindCheck::CheckpointEnd { switchpoint: h.switchpoint }
+            return match local.lsn {
+                LocalLsn::Replayed(lsn) | LocalLsn::WalEnd(lsn) => {
+                    if lsn > h.switchpoint {
+                        RewindCheck::Needed
+                    } else {
+                        RewindCheck::NotNeeded
+                    }
+                }
+                LocalLsn::Checkpoint(lsn) if lsn >= h.switchpoint => RewindCheck::Needed,
+                LocalLsn::Checkpoint(_) => RewindCheck::CheckpointEnd { switchpoint: h.switchpoint },
             };
         }
         if h.parent_timeline > local.timeline {
@@ -106,6 +135,61 @@ pub fn decide(local: &LocalPosition, primary_timeline: u32, history: &[HistoryEn
         }
     }
     RewindCheck::Needed
+}
+
+/// Sizes that place page headers in the WAL (`WAL block size`, `Bytes per WAL segment` of
+/// pg_controldata).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalGeometry {
+    /// `XLOG_BLCKSZ`.
+    pub block_size: u64,
+    /// `wal_segment_size`.
+    pub segment_size: u64,
+}
+
+impl Default for WalGeometry {
+    fn default() -> Self {
+        WalGeometry { block_size: 8192, segment_size: 16 * 1024 * 1024 }
+    }
+}
+
+/// Page header sizes (`SizeOfXLogShortPHD`, `SizeOfXLogLongPHD`, MAXALIGNed on 64-bit builds).
+const SHORT_PAGE_HEADER: u64 = 24;
+const LONG_PAGE_HEADER: u64 = 40;
+
+/// The end of the valid WAL from pg_waldump's final error when it read to the end
+/// (`error in WAL record at <last>: <why> at <next>`): `<next>` is where the next record would
+/// have started. When that is just past a page header, the last record ended at the page boundary,
+/// which is what a promoted standby records as its switchpoint. `None` for any other message
+/// (a missing segment, a bad page): then the caller does not know the end.
+pub fn parse_waldump_wal_end(stderr_lines: &[String], geometry: WalGeometry) -> Option<Lsn> {
+    const PREFIX: &str = "error in WAL record at ";
+    // Messages of xlogreader.c's record-header checks; each ends with "at <next record>".
+    const WHY: &[&str] = &[
+        "invalid record length at ",
+        "invalid resource manager ID ",
+        "record with incorrect prev-link ",
+        "incorrect resource manager data checksum in record at ",
+    ];
+    let line = stderr_lines.iter().rev().find(|l| l.contains(PREFIX))?;
+    let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
+    let why = &rest[rest.find(": ")? + 2..];
+    if !WHY.iter().any(|w| why.starts_with(w)) {
+        return None;
+    }
+    let at = why.find(" at ").map(|i| &why[i + 4..])?;
+    let token = at.split(|c: char| c == ':' || c.is_whitespace()).next()?;
+    let next: Lsn = token.parse().ok()?;
+    let n = next.0;
+    let (block, seg) = (geometry.block_size.max(1), geometry.segment_size.max(1));
+    let end = if n % seg == LONG_PAGE_HEADER {
+        n - LONG_PAGE_HEADER
+    } else if n % block == SHORT_PAGE_HEADER && n % seg >= block {
+        n - SHORT_PAGE_HEADER
+    } else {
+        n
+    };
+    Some(Lsn(end))
 }
 
 /// Parse the end of the checkpoint record out of pg_waldump's error for the second record
@@ -154,16 +238,21 @@ impl Postgres {
     }
 
     /// Local timeline and position: from SQL when running (replica replay position), else from
-    /// pg_controldata. `None` when it cannot be told (crashed primary: run
+    /// pg_controldata, or for a crashed former primary from the end of its WAL
+    /// ([`Self::crashed_wal_end`]). `None` when it cannot be told (then run
     /// [`Self::ensure_clean_shutdown`] first).
     pub async fn local_position(&self) -> Result<Option<LocalPosition>> {
         if self.is_running() {
             let obs = self.observe().await;
             return Ok(obs.facts().and_then(|f| {
                 Some(LocalPosition {
-                    in_recovery: f.in_recovery,
                     timeline: f.timeline?,
-                    lsn: if f.in_recovery { f.replay_lsn? } else { f.write_lsn? },
+                    // A running primary is judged as before by its position, like a checkpoint.
+                    lsn: if f.in_recovery {
+                        LocalLsn::Replayed(f.replay_lsn?)
+                    } else {
+                        LocalLsn::Checkpoint(f.write_lsn?)
+                    },
                 })
             }));
         }
@@ -172,18 +261,69 @@ impl Postgres {
         if matches!(state.as_str(), "shut down in recovery" | "in archive recovery") {
             match (cd.min_recovery_lsn(), cd.min_recovery_timeline()) {
                 (Some(lsn), Some(tl)) if lsn != Lsn(0) && tl != 0 => {
-                    return Ok(Some(LocalPosition { in_recovery: true, timeline: tl, lsn }));
+                    return Ok(Some(LocalPosition { timeline: tl, lsn: LocalLsn::Replayed(lsn) }));
                 }
                 _ => state = "shut down".into(),
             }
         }
         if state == "shut down" {
             return Ok(match (cd.checkpoint_lsn(), cd.checkpoint_timeline()) {
-                (Some(lsn), Some(tl)) => Some(LocalPosition { in_recovery: false, timeline: tl, lsn }),
+                (Some(lsn), Some(tl)) => Some(LocalPosition { timeline: tl, lsn: LocalLsn::Checkpoint(lsn) }),
                 _ => None,
             });
         }
+        if matches!(state.as_str(), "in production" | "in crash recovery" | "shutting down") {
+            return self.crashed_wal_end(&cd).await;
+        }
         Ok(None)
+    }
+
+    /// Timeline and end of the valid WAL of a crashed former primary, read with pg_waldump from
+    /// its last checkpoint on, without running crash recovery. Crash recovery stops at the same
+    /// record: both read the WAL with PostgreSQL's own reader and stop at the first invalid
+    /// record. `None` when it cannot be told for sure: a `backup_label` (recovery would start
+    /// elsewhere), a local history file of a later timeline (it was promoted after that
+    /// checkpoint, so the WAL goes on under another timeline), or a pg_waldump ending that does
+    /// not name the next record's position.
+    pub async fn crashed_wal_end(&self, cd: &super::observe::ControlData) -> Result<Option<LocalPosition>> {
+        let (Some(start), Some(tl)) = (cd.checkpoint_lsn(), cd.checkpoint_timeline()) else {
+            return Ok(None);
+        };
+        if self.data_dir().join("backup_label").exists() {
+            return Ok(None);
+        }
+        let wal = self.data_dir().join("pg_wal");
+        let later_timeline = std::fs::read_dir(&wal)
+            .map_err(PgError::io("list", &wal))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                u32::from_str_radix(name.strip_suffix(".history")?, 16).ok()
+            })
+            .any(|t| t > tl);
+        if later_timeline {
+            info!(timeline = tl, "a later timeline's history file is present: end of WAL not used");
+            return Ok(None);
+        }
+        let out = process::run_unchecked(
+            self.tool("pg_waldump")
+                .args(["-q", "-t", &tl.to_string(), "-s", &start.to_string(), "-p"])
+                .arg(&wal)
+                .env("LANG", "C")
+                .env("LC_ALL", "C")
+                .timeout(Duration::from_secs(600)),
+            &CancellationToken::new(),
+        )
+        .await?;
+        let geometry = WalGeometry {
+            block_size: cd.get("WAL block size").and_then(|v| v.parse().ok()).unwrap_or(8192),
+            segment_size: cd.get("Bytes per WAL segment").and_then(|v| v.parse().ok()).unwrap_or(16 << 20),
+        };
+        let Some(end) = parse_waldump_wal_end(&out.stderr_tail, geometry) else {
+            warn!(stderr = ?out.stderr_tail, "could not tell the end of the local WAL from pg_waldump");
+            return Ok(None);
+        };
+        Ok(Some(LocalPosition { timeline: tl, lsn: LocalLsn::WalEnd(end) }))
     }
 
     /// Timeline and history of the primary at `src`, read with the rewind credentials.
@@ -250,7 +390,7 @@ impl Postgres {
         let Some(local) = self.local_position().await? else {
             return Ok(None);
         };
-        info!(timeline = local.timeline, lsn = %local.lsn, "local position");
+        info!(timeline = local.timeline, lsn = %local.lsn(), kind = ?local.lsn, "local position");
         let Some((tl, history)) = self.primary_timeline_history(src).await? else {
             return Ok(None);
         };
@@ -259,7 +399,7 @@ impl Postgres {
             RewindCheck::NotNeeded => false,
             RewindCheck::Needed => true,
             RewindCheck::CheckpointEnd { switchpoint } => {
-                self.checkpoint_end(local.timeline, local.lsn).await? != Some(switchpoint)
+                self.checkpoint_end(local.timeline, local.lsn()).await? != Some(switchpoint)
             }
         }))
     }
@@ -384,6 +524,18 @@ impl Postgres {
                 .arg("--restore-target-wal")
                 .arg(format!("--config-file={}", dir.join("postgresql.conf").display()));
         }
+        if major >= 12 && !fsync_off(s.parameter("fsync")) {
+            // Skip pg_rewind's own sync of the whole data directory (seconds on a busy disk): the
+            // start that follows syncs it anyway. pg_rewind leaves pg_control in state
+            // DB_IN_ARCHIVE_RECOVERY (pg_rewind.c: `ControlFile_new.state = DB_IN_ARCHIVE_RECOVERY`),
+            // and StartupXLOG (xlog.c, PostgreSQL 15) calls SyncDataDirectory() whenever the state is
+            // neither DB_SHUTDOWNED nor DB_SHUTDOWNED_IN_RECOVERY, before it replays anything, no
+            // matter who starts the server next. An OS crash before that start leaves the directory
+            // unusable, as one during pg_rewind's own final sync does (pg_control is written before
+            // that sync): the window moves by the few milliseconds until our start, it does not
+            // open. With fsync=off the server does not sync at start, so pg_rewind keeps its sync.
+            spec = spec.arg("--no-sync");
+        }
         spec = spec
             .arg(format!("--source-server={dsn}"))
             .env("PGPASSFILE", s.pgpass.display().to_string())
@@ -424,6 +576,16 @@ impl Postgres {
     }
 }
 
+/// `fsync` is set to a false value (PostgreSQL's `parse_bool` spellings, prefixes included).
+fn fsync_off(v: Option<String>) -> bool {
+    v.is_some_and(|t| {
+        let t = t.trim().to_ascii_lowercase();
+        t == "0"
+            || (t.len() >= 2 && "off".starts_with(&t))
+            || (!t.is_empty() && ("false".starts_with(&t) || "no".starts_with(&t)))
+    })
+}
+
 /// `--name=value` options of the last postmaster start (`postmaster.opts`).
 fn read_postmaster_opts(data_dir: &std::path::Path) -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.opts")) else {
@@ -449,6 +611,17 @@ mod tests {
     }
 
     #[test]
+    fn pg_rewind_keeps_its_own_sync_only_when_fsync_is_off() {
+        for off in ["off", "OFF", "of", "false", "f", "no", "n", "0"] {
+            assert!(fsync_off(Some(off.into())), "{off}");
+        }
+        for on in ["on", "true", "yes", "1", "o", ""] {
+            assert!(!fsync_off(Some(on.into())), "{on}");
+        }
+        assert!(!fsync_off(None));
+    }
+
+    #[test]
     fn history_file_is_parsed() {
         let text = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000A28\tat restore point \"x\"\n";
         assert_eq!(
@@ -468,24 +641,89 @@ mod tests {
         );
     }
 
+    /// rewind.py `_check_timeline_and_lsn`, plus praetor's crashed former primary judged by the
+    /// end of its WAL. One row per case: local timeline, local position, primary timeline, result.
     #[test]
-    fn rewind_decision_follows_patroni() {
-        // rewind.py: _check_timeline_and_lsn
+    fn rewind_is_needed_only_when_local_wal_goes_past_the_fork() {
+        use LocalLsn::{Checkpoint, Replayed, WalEnd};
         let hist = [h(1, 0x300_0000), h(2, 0x500_0000)];
-        let pos = |in_recovery, timeline, lsn| LocalPosition { in_recovery, timeline, lsn: Lsn(lsn) };
-        assert_eq!(decide(&pos(false, 4, 0), 3, &hist), RewindCheck::Needed);
-        assert_eq!(decide(&pos(false, 3, 0), 3, &hist), RewindCheck::NotNeeded);
-        // A replica that did not replay past the fork just follows.
-        assert_eq!(decide(&pos(true, 1, 0x300_0000), 3, &hist), RewindCheck::NotNeeded);
-        assert_eq!(decide(&pos(true, 1, 0x300_0001), 3, &hist), RewindCheck::Needed);
-        // A former primary with a checkpoint at or after the fork diverged.
-        assert_eq!(decide(&pos(false, 2, 0x500_0000), 3, &hist), RewindCheck::Needed);
-        assert_eq!(
-            decide(&pos(false, 2, 0x4FF_FF00), 3, &hist),
-            RewindCheck::CheckpointEnd { switchpoint: Lsn(0x500_0000) }
-        );
-        // A timeline the primary never had.
-        assert_eq!(decide(&pos(true, 7, 0), 9, &hist), RewindCheck::Needed);
+        let cases: &[(&str, u32, LocalLsn, u32, RewindCheck)] = &[
+            ("local timeline ahead of the primary", 4, Replayed(Lsn(0)), 3, RewindCheck::Needed),
+            ("same timeline", 3, Checkpoint(Lsn(0x900_0000)), 3, RewindCheck::NotNeeded),
+            ("replica not past the fork", 1, Replayed(Lsn(0x300_0000)), 3, RewindCheck::NotNeeded),
+            ("replica past the fork", 1, Replayed(Lsn(0x300_0001)), 3, RewindCheck::Needed),
+            ("replica on an intermediate timeline", 2, Replayed(Lsn(0x400_0000)), 3, RewindCheck::NotNeeded),
+            (
+                "clean former primary, checkpoint at the fork",
+                2,
+                Checkpoint(Lsn(0x500_0000)),
+                3,
+                RewindCheck::Needed,
+            ),
+            (
+                "clean former primary, checkpoint before the fork",
+                2,
+                Checkpoint(Lsn(0x4FF_FF00)),
+                3,
+                RewindCheck::CheckpointEnd { switchpoint: Lsn(0x500_0000) },
+            ),
+            (
+                "crashed former primary, WAL ends at the fork",
+                2,
+                WalEnd(Lsn(0x500_0000)),
+                3,
+                RewindCheck::NotNeeded,
+            ),
+            (
+                "crashed former primary, WAL ends before the fork",
+                2,
+                WalEnd(Lsn(0x4FF_0000)),
+                3,
+                RewindCheck::NotNeeded,
+            ),
+            ("crashed former primary, WAL past the fork", 2, WalEnd(Lsn(0x500_0018)), 3, RewindCheck::Needed),
+            (
+                "crashed former primary two timelines back",
+                1,
+                WalEnd(Lsn(0x300_0000)),
+                3,
+                RewindCheck::NotNeeded,
+            ),
+            ("crashed former primary ahead", 3, WalEnd(Lsn(0x100)), 2, RewindCheck::Needed),
+            ("timeline the primary never had", 7, Replayed(Lsn(0)), 9, RewindCheck::Needed),
+        ];
+        for (what, tl, lsn, primary_tl, want) in cases {
+            let local = LocalPosition { timeline: *tl, lsn: *lsn };
+            assert_eq!(decide(&local, *primary_tl, &hist), *want, "{what}");
+        }
+    }
+
+    /// The end of the WAL of a crashed primary from pg_waldump's last error (PostgreSQL 15 and 16
+    /// wording), with page-header positions mapped back to the page boundary.
+    #[test]
+    fn waldump_end_of_wal_is_parsed_from_its_final_error() {
+        let g = WalGeometry::default();
+        let line = |m: &str| vec![format!("pg_waldump: error: error in WAL record at 0/1527978: {m}")];
+        let cases: &[(&str, Option<u64>)] = &[
+            ("invalid record length at 0/1527B10: wanted 24, got 0", Some(0x1527B10)),
+            ("invalid record length at 0/1527B10: expected at least 24, got 0", Some(0x1527B10)),
+            ("invalid resource manager ID 77 at 0/1527B10", Some(0x1527B10)),
+            ("record with incorrect prev-link 0/1200000 at 0/1527B10", Some(0x1527B10)),
+            ("incorrect resource manager data checksum in record at 0/1527B10", Some(0x1527B10)),
+            // Just past the short header of a page: the last record ended at the boundary.
+            ("invalid record length at 0/1528018: wanted 24, got 0", Some(0x1528000)),
+            // Just past the long header at the start of a segment.
+            ("invalid record length at 0/2000028: wanted 24, got 0", Some(0x2000000)),
+            // Other endings do not name the next record.
+            ("unexpected pageaddr 0/1000000 in log segment 000000010000000000000002, offset 0", None),
+            ("invalid magic number 0000 in log segment 000000010000000000000002, offset 8192", None),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(parse_waldump_wal_end(&line(msg), g), want.map(Lsn), "{msg}");
+        }
+        let missing = vec!["pg_waldump: error: could not find file \"000000010000000000000002\"".to_string()];
+        assert_eq!(parse_waldump_wal_end(&missing, g), None);
+        assert_eq!(parse_waldump_wal_end(&[], g), None);
     }
 
     #[test]

@@ -206,7 +206,9 @@ mod cluster {
         })
         .await;
         assert!(ok, "old leader did not rejoin\n{}", c.logs());
-        assert!(c.log(leader).contains("running pg_rewind from"), "{}", c.logs());
+        // Rewound or not depends on whether the dying leader wrote WAL the new leader never got;
+        // `old_leader_rejoins_without_rewind_after_switchover_and_with_rewind_after_diverging`
+        // pins both paths.
         let on_tl2 = wait_for(Duration::from_secs(15), || async {
             c.scalar(leader, "SELECT received_tli FROM pg_stat_wal_receiver").await.as_deref() == Some("2")
         })
@@ -237,6 +239,82 @@ mod cluster {
         assert_eq!(c.scalar(third, "SELECT count(*) FROM acked WHERE id = 42").await.as_deref(), Some("1"));
         // Key released, not expired: the status carries the last LSN of the stopped leader.
         assert!(c.key("status").await.is_some());
+        c.stop_all();
+    }
+
+    /// How long node `i` takes to stream again as a replica (bounded); panics with the logs.
+    async fn wait_streaming(c: &Cluster, i: usize, leader: usize, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        let ok = wait_for(timeout, || async {
+            let (p, s) = c.roles().await;
+            p == vec![leader] && s.contains(&i)
+        })
+        .await;
+        assert!(ok, "{} did not stream from {} again\n{}", c.nodes[i].name, c.nodes[leader].name, c.logs());
+        t0.elapsed()
+    }
+
+    /// Rejoin of a former leader (praetor: rewind only when its WAL goes past the new leader's
+    /// fork point, rewind.py `_check_timeline_and_lsn`). After a switchover the old leader stopped
+    /// cleanly with its shutdown checkpoint streamed: it follows the new timeline with no pg_rewind.
+    /// A leader that kept writing after another node was promoted, then crashed, has WAL the new
+    /// leader never got: crash recovery, pg_rewind, then it streams. Prints the rejoin times.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn old_leader_rejoins_without_rewind_after_switchover_and_with_rewind_after_diverging() {
+        let Some(mut c) = Cluster::start("ha-rejoin", AgentOpts::default()).await else { return };
+        let old = c.wait_healthy(Duration::from_secs(90)).await;
+        let cand = (old + 1) % 3;
+        c.sql(old, "CREATE TABLE t(v text); INSERT INTO t VALUES ('tl1')").await.expect("write");
+
+        // 1. Switchover: no rewind, no single-user recovery.
+        let t0 = Instant::now();
+        c.c.switch_over(&c.store, old, cand).await;
+        let rejoin = t0.elapsed() + wait_streaming(&c, old, cand, Duration::from_secs(60)).await;
+        println!("switchover: old leader {} streaming again {rejoin:?} after the request", c.nodes[old].name);
+        let log = c.log(old);
+        assert!(!log.contains("running pg_rewind"), "rewind after a clean switchover\n{}", c.logs());
+        assert!(!log.contains("single-user mode"), "crash recovery after a clean switchover\n{}", c.logs());
+        let on_tl2 = wait_for(Duration::from_secs(15), || async {
+            c.scalar(old, "SELECT received_tli FROM pg_stat_wal_receiver").await.as_deref() == Some("2")
+        })
+        .await;
+        assert!(on_tl2, "old leader does not stream timeline 2\n{}", c.logs());
+
+        // 2. Divergence: the leader's agent dies but its PostgreSQL keeps running as a primary;
+        // once another node is promoted, it takes a write nobody else gets, then crashes too.
+        let diverged = cand;
+        c.nodes[diverged].agent.as_mut().expect("agent").kill();
+        let others: Vec<usize> = (0..3).filter(|i| *i != diverged).collect();
+        let new_leader = poll(Duration::from_secs(TTL + LOOP_WAIT + 30), || async {
+            for &i in &others {
+                if c.status(i).await.is_some_and(|v| v["role"] == "primary" && v["state"] == "running")
+                    && c.leader_key().await.as_deref() == Some(c.nodes[i].name.as_str())
+                {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        let Some(new_leader) = new_leader else { panic!("no failover\n{}", c.logs()) };
+        c.sql(diverged, "INSERT INTO t SELECT 'lost' FROM generate_series(1, 1000)")
+            .await
+            .expect("diverging write");
+        c.kill_postmaster(diverged);
+        c.start_agent(diverged);
+        let rejoin = wait_streaming(&c, diverged, new_leader, Duration::from_secs(90)).await;
+        println!(
+            "diverged crash: {} streaming again {rejoin:?} after its agent started",
+            c.nodes[diverged].name
+        );
+        let log = c.log(diverged);
+        assert!(
+            log.contains("running pg_rewind from"),
+            "diverged leader rejoined without a rewind\n{}",
+            c.logs()
+        );
+        let lost = c.scalar(diverged, "SELECT count(*) FROM t WHERE v = 'lost'").await;
+        assert_eq!(lost.as_deref(), Some("0"), "the diverged write survived the rewind");
         c.stop_all();
     }
 

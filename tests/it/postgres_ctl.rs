@@ -269,8 +269,8 @@ async fn replica_streams_through_its_slot_then_promotion_and_rewind_of_the_old_p
     // The old primary goes down hard: no shutdown checkpoint.
     assert_eq!(a.stop(StopMode::Immediate).await.unwrap(), StopOutcome::Stopped);
     assert_eq!(a.controldata().await.unwrap().cluster_state(), Some("in production"));
-    // Its position is unknown until crash recovery ran in single-user mode (ha.py: recover).
-    assert_eq!(a.rewind_needed(&source_of(&b)).await.expect("rewind check"), None);
+    // The end of its WAL (pg_waldump, no crash recovery yet) is past b's fork point: rewind.
+    assert_eq!(a.rewind_needed(&source_of(&b)).await.expect("rewind check"), Some(true));
     assert!(a.ensure_clean_shutdown(&cancel).await.expect("single-user crash recovery"));
     assert!(a.controldata().await.unwrap().clean_shutdown());
     assert!(!a.ensure_clean_shutdown(&cancel).await.unwrap(), "second run has nothing to do");
@@ -289,6 +289,25 @@ async fn replica_streams_through_its_slot_then_promotion_and_rewind_of_the_old_p
     let ConfRole::Replica { upstream } = replica_of(&b, "node_a") else { unreachable!() };
     assert!(matches!(a.follow(upstream.clone()).await.unwrap(), StartOutcome::AlreadyRunning { .. }));
     assert!(matches!(b.follow(upstream).await, Err(PgError::Invalid { .. })), "a primary must not follow");
+
+    // b crashes after a received all its WAL; a is promoted. b's WAL ends where a's timeline 3
+    // forks off: b follows a as it is, without crash recovery or pg_rewind.
+    exec(&b, "INSERT INTO t VALUES ('streamed before the crash')").await;
+    wait_caught_up(&b, &a, "node-a").await;
+    assert_eq!(b.stop(StopMode::Immediate).await.unwrap(), StopOutcome::Stopped);
+    assert_eq!(b.controldata().await.unwrap().cluster_state(), Some("in production"));
+    a.promote().await.expect("promote a");
+    let ok = wait_for(Duration::from_secs(20), || async { a.observe().await.is_primary() }).await;
+    assert!(ok, "a did not become primary");
+    a.checkpoint().await.expect("checkpoint after promote");
+    assert_eq!(b.rewind_needed(&source_of(&a)).await.expect("rewind check"), Some(false));
+    a.sync_slots(&member_slots("node-a", &["node-a", "node-b"])).await.unwrap();
+    b.start(&replica_of(&a, "node_b")).await.expect("start crashed b as a replica of a");
+    exec(&a, "INSERT INTO t VALUES ('on timeline 3')").await;
+    wait_caught_up(&a, &b, "node-b").await;
+    assert_eq!(b.observe().await.facts().unwrap().timeline, Some(3));
+    let rows = query_strings(&b, "SELECT v FROM t ORDER BY v").await;
+    assert_eq!(rows, vec!["after promotion", "before", "on timeline 3", "streamed before the crash"]);
     a.stop(StopMode::Fast).await.unwrap();
     b.stop(StopMode::Fast).await.unwrap();
 }
