@@ -49,7 +49,12 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .context("connect to the DCS")?;
     let pg = crate::postgres::Postgres::new(pg_settings(&config, &dynamic)).context("set up PostgreSQL")?;
     let shared = Arc::new(HaShared::new());
-    let dcs = crate::dcs::timed::TimedDcs::wrap(dcs, shared.metrics.clone());
+    let dcs = crate::dcs::timed::TimedDcs::wrap_with_deadline(
+        dcs,
+        shared.metrics.clone(),
+        shared.at_risk.subscribe(),
+        crate::ha::fence::AT_RISK_DCS_DEADLINE,
+    );
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(NodeStatus::initial(&config.scope, &config.name)));
     let stop = CancellationToken::new();

@@ -139,6 +139,40 @@ impl Default for DynamicPostgresql {
     }
 }
 
+/// praetor's own section of the dynamic configuration (`praetor:` in `/config` and
+/// `bootstrap.dcs`). Patroni copies only the keys it knows from `/config` into its effective
+/// configuration, so a Patroni node in the same cluster ignores this section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PraetorSettings {
+    /// `fence_isolated_primary` (true): a primary whose DCS call fails while no replica confirmed
+    /// its WAL for `fence_replica_silence_ms` stops accepting writes at once.
+    pub fence_isolated_primary: bool,
+    /// `fence_replica_silence_ms` (300, at least [`MIN_FENCE_REPLICA_SILENCE_MS`]).
+    pub fence_replica_silence_ms: u64,
+    /// `strict_sync_failover` (false until the partition cluster tests cover it): with `synchronous_mode_strict`, a leader whose synchronous
+    /// standby has not confirmed WAL for longer than `ttl` hands its key to that standby when it is
+    /// healthy in the DCS.
+    pub strict_sync_failover: bool,
+}
+
+/// The lowest `praetor.fence_replica_silence_ms`: the sampler looks every 150 ms, so a shorter
+/// window would fence on one late sample.
+pub const MIN_FENCE_REPLICA_SILENCE_MS: u64 = 200;
+
+impl Default for PraetorSettings {
+    fn default() -> Self {
+        PraetorSettings {
+            fence_isolated_primary: true,
+            fence_replica_silence_ms: 300,
+            strict_sync_failover: true,
+        }
+    }
+}
+
+/// Keys of `praetor`.
+pub const PRAETOR_KEYS: &[&str] =
+    &["fence_isolated_primary", "fence_replica_silence_ms", "strict_sync_failover"];
+
 /// The dynamic (cluster-wide) configuration with Patroni's defaults applied.
 ///
 /// # Invariant
@@ -184,6 +218,8 @@ pub struct DynamicConfig {
     pub standby_cluster: Option<StandbyCluster>,
     /// PostgreSQL settings.
     pub postgresql: DynamicPostgresql,
+    /// praetor's own settings (`praetor:`).
+    pub praetor: PraetorSettings,
     /// The object this was parsed from (with adjusted values), including keys praetor ignores.
     raw: Map<String, JsonValue>,
 }
@@ -210,6 +246,7 @@ impl Default for DynamicConfig {
             ignore_slots: Vec::new(),
             standby_cluster: None,
             postgresql: DynamicPostgresql::default(),
+            praetor: PraetorSettings::default(),
             raw: Map::new(),
         }
     }
@@ -241,6 +278,7 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "standby_cluster",
     "postgresql",
     "primary_race_backoff",
+    "praetor",
 ];
 
 /// Keys of `postgresql` in the dynamic configuration.
@@ -510,6 +548,7 @@ impl DynamicConfig {
                 "standby_cluster" => cfg.standby_cluster = parse_standby(&mut ctx, key, v),
                 "postgresql" => cfg.postgresql = parse_postgresql(&mut ctx, key, v),
                 "primary_race_backoff" => {}
+                "praetor" => cfg.praetor = parse_praetor(&mut ctx, key, v),
                 other => ctx.unknown("", other, DYNAMIC_KEYS),
             }
         }
@@ -921,6 +960,38 @@ fn ignore_slot_to_json(s: &IgnoreSlot) -> JsonValue {
         }
     }
     JsonValue::Object(m)
+}
+
+fn parse_praetor(ctx: &mut Ctx<'_>, key: &str, v: &JsonValue) -> PraetorSettings {
+    let mut out = PraetorSettings::default();
+    let m = match v {
+        JsonValue::Object(m) => m,
+        JsonValue::Null => return out,
+        other => {
+            ctx.invalid(key, other, "a mapping", "the defaults");
+            return out;
+        }
+    };
+    for (k, val) in m {
+        let p = format!("{key}.{k}");
+        match k.as_str() {
+            "fence_isolated_primary" => bool_field(ctx, &p, val, &mut out.fence_isolated_primary),
+            "strict_sync_failover" => bool_field(ctx, &p, val, &mut out.strict_sync_failover),
+            "fence_replica_silence_ms" => match jv::int(val, Some("ms")) {
+                Some(n) if n >= MIN_FENCE_REPLICA_SILENCE_MS as i64 => {
+                    out.fence_replica_silence_ms = n as u64
+                }
+                _ => ctx.invalid(
+                    &p,
+                    val,
+                    &format!("an integer number of milliseconds of at least {MIN_FENCE_REPLICA_SILENCE_MS}"),
+                    out.fence_replica_silence_ms,
+                ),
+            },
+            other => ctx.unknown(key, other, PRAETOR_KEYS),
+        }
+    }
+    out
 }
 
 fn parse_standby(ctx: &mut Ctx<'_>, key: &str, v: &JsonValue) -> Option<StandbyCluster> {
@@ -1345,6 +1416,34 @@ mod tests {
         assert_eq!(out["pause"], json!(true));
         assert_eq!(out["synchronous_mode"], json!("quorum"));
         assert!(!c3.to_json().contains("\": "), "compact");
+    }
+
+    /// praetor's own section: parsed with defaults, bad values warned about by path, and kept
+    /// byte for byte when `/config` is written back (Patroni ignores the key).
+    #[test]
+    fn praetor_section_is_parsed_leniently_and_kept() {
+        let (c, p) = parse(json!({"ttl": 30}));
+        assert!(p.is_empty());
+        assert_eq!(c.praetor, PraetorSettings::default());
+        assert!(c.praetor.fence_isolated_primary);
+        let src = json!({"praetor": {"fence_isolated_primary": "off", "fence_replica_silence_ms": "1s",
+            "strict_sync_failover": false}});
+        let (c, p) = parse(src.clone());
+        assert!(p.is_empty(), "{p:?}");
+        assert!(!c.praetor.fence_isolated_primary && !c.praetor.strict_sync_failover);
+        assert_eq!(c.praetor.fence_replica_silence_ms, 1000);
+        let out: JsonValue = serde_json::from_str(&c.to_json()).expect("valid json");
+        assert_eq!(out["praetor"], src["praetor"]);
+        let (c, p) =
+            parse(json!({"praetor": {"fence_replica_silence_ms": 50, "fence_isolated_primary": "maybe"}}));
+        assert_eq!(c.praetor, PraetorSettings::default());
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"config.praetor.fence_replica_silence_ms"), "{paths:?}");
+        assert!(paths.contains(&"config.praetor.fence_isolated_primary"), "{paths:?}");
+        let (_, p) =
+            DynamicConfig::parse(&json!({"praetor": {"fence_isolated": true}}), "bootstrap.dcs", true);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, "bootstrap.dcs.praetor.fence_isolated");
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub enum DemoteMode {
     Immediate,
     /// Lock already lost: immediate stop, start as replica.
     ImmediateNolock,
+    /// praetor: an isolated primary (DCS unreachable, no replica confirming its WAL) stops
+    /// accepting writes at once: immediate stop (no checkpoint, no wait for walsenders whose standby
+    /// is unreachable), keep the key, restart read-only without upstream.
+    Fence,
+    /// praetor: a strict-sync leader hands its key to its synchronous standby: immediate stop, which
+    /// must succeed (an error stops the cycle's remaining actions, so the key never moves while
+    /// PostgreSQL may still run), then restart read-only without upstream. Does not release the
+    /// key: the `WriteFailoverKey` and `ReleaseLock` actions that follow do.
+    Handover,
 }
 
 impl DemoteMode {
@@ -52,6 +61,8 @@ impl DemoteMode {
             DemoteMode::Graceful => "graceful",
             DemoteMode::Immediate => "immediate",
             DemoteMode::ImmediateNolock => "immediate-nolock",
+            DemoteMode::Fence => "fence",
+            DemoteMode::Handover => "handover",
         }
     }
 }
@@ -132,6 +143,14 @@ pub enum Action {
         scheduled_at: Option<String>,
         /// Version read this cycle.
         version: Option<i64>,
+    },
+    /// Write `/failover` = `{"leader": leader, "member": member}` unconditionally (praetor's strict-sync
+    /// handover: the named synchronous standby takes the key as in a switchover).
+    WriteFailoverKey {
+        /// The leader handing over (this node).
+        leader: String,
+        /// The synchronous standby that takes over.
+        member: String,
     },
     /// Refresh `/history` from the primary's timeline history files (Patroni `update_cluster_history`).
     WriteHistory,
@@ -324,6 +343,15 @@ pub enum Reason {
     DemotedDcsNotAccessible,
     DcsNotAccessible,
     RestartInitiated,
+    /// praetor: fenced an isolated primary.
+    FencedIsolatedPrimary {
+        silent_ms: u64,
+    },
+    /// praetor: strict-sync handover.
+    HandedOverToSyncStandby {
+        to: String,
+        silent_secs: u64,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -432,6 +460,14 @@ impl fmt::Display for Reason {
             DemotedDcsNotAccessible => f.write_str("demoted self because DCS is not accessible and I was a leader"),
             DcsNotAccessible => f.write_str("DCS is not accessible"),
             RestartInitiated => f.write_str("restart initiated"),
+            FencedIsolatedPrimary { silent_ms } => write!(
+                f,
+                "fenced: demoted self because DCS is not accessible and no replica confirmed WAL for {silent_ms} ms"
+            ),
+            HandedOverToSyncStandby { to, silent_secs } => write!(
+                f,
+                "demoted self and handed the leader key to the synchronous standby {to}: no synchronous standby confirmed WAL for {silent_secs} s"
+            ),
         }
     }
 }
@@ -489,6 +525,7 @@ impl fmt::Display for Action {
             Action::KeepFailoverCandidate { candidate, version: v, .. } => {
                 write!(f, "KeepFailoverCandidate({candidate}){}", version(v))
             }
+            Action::WriteFailoverKey { leader, member } => write!(f, "WriteFailoverKey({leader}>{member})"),
             Action::WriteHistory => f.write_str("WriteHistory"),
             Action::ProcessSyncReplication => f.write_str("ProcessSyncReplication"),
             Action::DisableSyncReplication { version: v } => {

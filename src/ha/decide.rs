@@ -104,6 +104,9 @@ pub struct Memory {
     /// The agent has seen PostgreSQL healthy once (Patroni `cb_called`); the loop fires `on_start`
     /// when this flips to true.
     pub cb_called: bool,
+    /// This node handed its key to a synchronous standby then (praetor's strict-sync handover):
+    /// skip leader races for `ttl`, so that the standby, not this node, takes the key.
+    pub handed_over_at: Option<MonoTime>,
 }
 
 impl Memory {
@@ -398,7 +401,14 @@ impl<'s, 'a> Cx<'s, 'a> {
 
     fn demote(&mut self, mode: DemoteMode) {
         self.trigger_rewind_check();
-        if matches!(mode, DemoteMode::Immediate | DemoteMode::ImmediateNolock | DemoteMode::Offline) {
+        if matches!(
+            mode,
+            DemoteMode::Immediate
+                | DemoteMode::ImmediateNolock
+                | DemoteMode::Offline
+                | DemoteMode::Fence
+                | DemoteMode::Handover
+        ) {
             self.next.leader_until = None;
         }
         self.push(Action::Demote(mode));
@@ -515,6 +525,19 @@ impl<'s, 'a> Cx<'s, 'a> {
     fn handle_dcs_error(&mut self) -> R<Reason> {
         let pg = self.s.pg;
         if !self.paused() && pg.is_running() && pg.is_primary() {
+            if let Some(silent) = super::fence::isolated_primary_fence(
+                &self.s.policy.partition,
+                self.s.wal_confirmation.as_ref(),
+                self.others_known(),
+            ) {
+                let silent_ms = silent.as_millis() as u64;
+                self.note(format!(
+                    "fencing: the DCS is not accessible and no replica confirmed WAL for {silent_ms} ms: \
+                     stopping writes at once (praetor.fence_isolated_primary)"
+                ));
+                self.demote(DemoteMode::Fence);
+                return Ok(Reason::FencedIsolatedPrimary { silent_ms });
+            }
             if self.s.policy.failsafe_mode && self.check_failsafe_topology()? {
                 self.next.leader_until = Some(self.s.now.plus(self.s.timing.ttl));
                 self.push(Action::KeepaliveWatchdog);
@@ -525,6 +548,43 @@ impl<'s, 'a> Cx<'s, 'a> {
             return Ok(Reason::DemotedDcsNotAccessible);
         }
         Ok(Reason::DcsNotAccessible)
+    }
+
+    /// Other members are known (from the last cluster read with a leader, or `/failsafe`): someone
+    /// could be promoted once this leader's key expires.
+    fn others_known(&self) -> bool {
+        let me = self.me();
+        self.next.old_cluster.as_ref().is_some_and(|o| o.members.iter().any(|m| m.name != me))
+            || self.next.last_failsafe.as_ref().is_some_and(|f| f.keys().any(|n| n != me))
+    }
+
+    /// praetor's strict-sync handover (see [`super::fence::strict_sync_handover`]): stop PostgreSQL,
+    /// name the synchronous standby in `/failover`, release the key, and stay out of the race for
+    /// `ttl`. `None` when the rule does not apply.
+    fn strict_sync_handover(&mut self, cluster: &Cluster) -> Option<Reason> {
+        let s = self.s;
+        if !s.pg.is_primary() {
+            return None;
+        }
+        let to = super::fence::strict_sync_handover(
+            self.me(),
+            s.pg.timeline,
+            s.policy,
+            s.timing.ttl,
+            cluster,
+            s.wal_confirmation.as_ref(),
+        )?;
+        let silent_secs = s.wal_confirmation.map(|c| c.sync_silent_for.as_secs()).unwrap_or(0);
+        self.note(format!(
+            "strict synchronous mode: no synchronous standby confirmed WAL for {silent_secs} s (ttl {} s) while {to} \
+             is healthy in the DCS: handing the leader key over (praetor.strict_sync_failover)",
+            s.timing.ttl.as_secs()
+        ));
+        self.demote(DemoteMode::Handover);
+        self.push(Action::WriteFailoverKey { leader: self.me().to_string(), member: to.clone() });
+        self.release_lock(None);
+        self.next.handed_over_at = Some(s.now);
+        Some(Reason::HandedOverToSyncStandby { to, silent_secs })
     }
 
     /// Patroni `check_failsafe_topology`.
@@ -921,6 +981,15 @@ impl<'s, 'a> Cx<'s, 'a> {
             self.note("backoff: skip leader race after pre_promote script failure and releasing the lock voluntarily");
             return Ok(false);
         }
+        if let Some(at) = self.next.handed_over_at {
+            if s.now.since(at) < s.timing.ttl {
+                self.note(
+                    "backoff: skip leader race after handing the leader key to the synchronous standby",
+                );
+                return Ok(false);
+            }
+            self.next.handed_over_at = None;
+        }
         let failover = cluster.failover.as_ref();
         let candidate_is_me = failover.and_then(|f| f.member.as_deref()) == Some(self.me());
         if self.paused() && !s.me.tags.nofailover && failover.is_some_and(|f| f.scheduled_at.is_none()) {
@@ -1091,6 +1160,9 @@ impl<'s, 'a> Cx<'s, 'a> {
             return match self.update_lock(true)? {
                 WriteOutcome::Done => {
                     if let Some(r) = self.process_manual_failover_from_leader(cluster)? {
+                        return Ok(r);
+                    }
+                    if let Some(r) = self.strict_sync_handover(cluster) {
                         return Ok(r);
                     }
                     let me = self.me().to_string();

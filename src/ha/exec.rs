@@ -494,6 +494,15 @@ impl Ha {
             Action::ClearFailoverKey { version } => {
                 self.dcs.set_failover_value("{}", version.map(Version)).await.context("clear /failover")?;
             }
+            Action::WriteFailoverKey { leader, member } => {
+                let f = Failover {
+                    leader: Some(leader),
+                    member: Some(member),
+                    scheduled_at: None,
+                    version: None,
+                };
+                self.dcs.set_failover_value(&f.to_json(), None).await.context("write /failover")?;
+            }
             Action::KeepFailoverCandidate { candidate, scheduled_at, version } => {
                 let f = Failover { leader: None, member: Some(candidate), scheduled_at, version: None };
                 self.dcs
@@ -771,6 +780,20 @@ impl Ha {
             DemoteMode::Immediate | DemoteMode::ImmediateNolock => {
                 let _ = self.pg.stop(StopMode::Immediate).await;
             }
+            DemoteMode::Fence => {
+                if let Err(e) = self.pg.stop(StopMode::Immediate).await {
+                    warn!("immediate stop for fencing failed: {e}");
+                }
+            }
+            DemoteMode::Handover => {
+                // The key must not move while this server may still accept writes.
+                self.pg.stop(StopMode::Immediate).await.context("stop PostgreSQL before the handover")?;
+                if self.pg.is_running() {
+                    return Err(anyhow!(
+                        "PostgreSQL still runs after the immediate stop; keeping the leader key"
+                    ));
+                }
+            }
         }
         mark_stopped(&self.status_tx);
         self.watchdog.lock().expect("watchdog lock").disable();
@@ -779,7 +802,11 @@ impl Ha {
             let _ = self.dcs.delete_leader(leader.as_ref()).await;
             info!("Leader key released");
         }
-        let upstream = if mode == DemoteMode::Offline { None } else { self.leader_follow_target(cluster) };
+        let upstream = if matches!(mode, DemoteMode::Offline | DemoteMode::Fence | DemoteMode::Handover) {
+            None
+        } else {
+            self.leader_follow_target(cluster)
+        };
         let conf = self.replica_conf(upstream.as_ref(), cluster);
         self.spawn(LongActionKind::StartingAfterDemotion, |cx, _| async move {
             if let Err(e) = cx.start(&conf, Role::Replica).await {

@@ -8,6 +8,7 @@
 //! - `snapshot`: the policy's inputs as plain values (no `crate::postgres`/`crate::config` types).
 //! - `decide`: Patroni's `_run_cycle`, pure; [`decide::Memory`] carries state between cycles.
 //! - `failover`: leader race, candidate health and `/failover` key rules, pure.
+//! - `fence`: praetor's partition rules (fence an isolated primary, strict-sync handover), pure.
 //! - `action`: steps, actions and reasons (Patroni's log wording).
 //!
 //! Nothing in this module may use the runtime or read a clock: a test and CI grep for it.
@@ -45,6 +46,8 @@ pub mod command;
 pub mod decide;
 mod exec;
 pub mod failover;
+pub mod fence;
+mod fence_exec;
 pub mod manual;
 pub mod runner;
 pub mod snapshot;

@@ -54,6 +54,12 @@ pub struct HaShared {
     pub dcs_view: Mutex<Option<Arc<DcsView>>>,
     /// praetor's own measurements (`GET /metrics`).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// The WAL-confirmation sampler's last conclusion and when it was drawn (`None` while it does
+    /// not sample: this node is not a primary holding the key).
+    pub wal_confirmation: Mutex<Option<(MonoTime, super::fence::WalConfirmation)>>,
+    /// Raised (with the instant) while the primary is at risk of isolation: DCS calls then get
+    /// [`super::fence::AT_RISK_DCS_DEADLINE`] (see [`crate::dcs::timed::TimedDcs::wrap_with_deadline`]).
+    pub at_risk: watch::Sender<Option<Instant>>,
 }
 
 /// One successful DCS read, as the HA loop saw it.
@@ -77,6 +83,8 @@ impl HaShared {
             wake: Notify::new(),
             dcs_view: Mutex::new(None),
             metrics: Arc::new(crate::metrics::AgentMetrics::default()),
+            wal_confirmation: Mutex::new(None),
+            at_risk: watch::channel(None).0,
         }
     }
 
@@ -180,6 +188,11 @@ pub fn policy(cfg: &Config, d: &DynamicConfig) -> DynamicPolicy {
             .postgresql
             .remove_data_directory_on_diverged_timelines,
         remove_data_directory_on_rewind_failure: cfg.postgresql.remove_data_directory_on_rewind_failure,
+        partition: super::fence::PartitionPolicy {
+            fence_isolated_primary: d.praetor.fence_isolated_primary,
+            replica_silence: Duration::from_millis(d.praetor.fence_replica_silence_ms),
+            strict_sync_failover: d.praetor.strict_sync_failover,
+        },
     }
 }
 
@@ -483,6 +496,8 @@ pub struct Ha {
     pub(super) sync_rt: super::sync_exec::SyncRuntime,
     /// Operator commands that touch PostgreSQL, and the scheduled restart ([`super::command`]).
     pub(super) commands: Option<super::command::PgInbox>,
+    /// Input of the WAL-confirmation sampler ([`super::fence_exec`]), once started.
+    pub(super) sampler: Option<watch::Sender<super::fence_exec::SamplerInput>>,
 }
 
 /// Why the HA task ended.
@@ -543,6 +558,7 @@ impl Ha {
             cache_needs_saving: false,
             sync_rt: Default::default(),
             commands: None,
+            sampler: None,
         }
         .with_cached_dynamic(from_cache)
     }
@@ -689,6 +705,7 @@ impl Ha {
     /// One cycle. Returns the decision (for logging and tests).
     pub async fn run_cycle(&mut self) -> Decision {
         let cycle_started = Instant::now();
+        self.start_sampler();
         self.collect_finished();
         self.serve_commands().await;
         let t = self.timing();
@@ -733,6 +750,7 @@ impl Ha {
         let finished = std::mem::take(&mut self.finished);
         let in_flight = self.task.as_ref().map(|t| t.action.clone());
         let scheduled_restart = self.scheduled_restart();
+        let wal_confirmation = self.wal_confirmation(&pg);
         let mut steps = StepResults::default();
         let mut guard = 0;
         let decision = loop {
@@ -749,6 +767,7 @@ impl Ha {
                 failsafe_ping: ping.as_ref(),
                 scheduled_restart: scheduled_restart.as_ref(),
                 steps: &steps,
+                wal_confirmation,
             };
             let d = decide(&snap, &self.mem);
             match d.step.clone() {
@@ -788,6 +807,15 @@ impl Ha {
         if let Ok(c) = &cluster {
             self.touch_member(&pg, &policy).await;
             self.last_cluster = Some(c.clone());
+        }
+        let stopped_now = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, super::action::Action::Demote(_) | super::action::Action::StopImmediate));
+        if stopped_now {
+            self.update_sampler(&PgState::default(), policy.partition);
+        } else {
+            self.update_sampler(&pg, policy.partition);
         }
         self.last_pg = pg;
         // After a stop in this cycle the observation is stale: publish no WAL position, so that

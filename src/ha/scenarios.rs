@@ -13,7 +13,9 @@
 //! pg <running|starting|stopped|crashed> [primary|replica] [lsn=N] [tl=N] [sysid=S|none]
 //!    [data=ok|empty|broken] [control=in_production|in_crash_recovery|shutting_down|shut_down|
 //!    shut_down_in_recovery|in_archive_recovery] [upstream=X] [role=R] [recovery_conf]
-//! policy [pause] [failsafe] [sync=on|quorum] [max_lag=N] [check_timeline] [rewind] [reinit_on_diverge]
+//! policy [pause] [failsafe] [sync=on|quorum] [strict] [max_lag=N] [check_timeline] [rewind] [reinit_on_diverge]
+//!        [fence=off] [strict_sync_failover=on|off] [silence_ms=N]
+//! confirm [replicas_ms=N] [sync_ms=N]    (the WAL-confirmation sampler's conclusion; absent = not measured)
 //! timing [ttl=S] [loop_wait=S] [retry_timeout=S] [primary_start_timeout=S]
 //! dcs down | dcs [leader=X] [initialize=S|none|empty] [optime=N] [timeline=N] [config=no]
 //!    [failover=FROM>TO] [failover_at=ISO] [sync=LEADER:a,b] [quorum=N] [failsafe=a,b]
@@ -21,7 +23,7 @@
 //! peer <name> unreachable | primary | replica [lsn=N] [tl=N] [priority=N] [nofailover] [watchdog_failed]
 //! mem [leader_until=S] [old=LEADER:a,b] [crash_recovery=S] [starting_since=S] [recovering]
 //!     [bootstrapping] [was_paused] [result=true|false] [rewind=check|need|success|failed] [released_at=S]
-//!     [cb_called] [failsafe=a,b]
+//!     [cb_called] [failsafe=a,b] [handed_over=S]
 //! inflight <promote|restart|crash_recovery|bootstrap|post_bootstrap|rewind|starting_primary> [since=S]
 //! finished <bootstrap_failed|post_bootstrap_ok|post_bootstrap_failed|pre_promote_failed|rewind_ok|rewind_failed>
 //! ping <name> [at=S]          now <S>          wall <ISO>
@@ -142,6 +144,7 @@ struct World {
     now: MonoTime,
     wall: chrono::DateTime<chrono::Utc>,
     outcomes: StepResults,
+    confirmation: Option<super::fence::WalConfirmation>,
 }
 
 fn kv(tok: &str) -> (&str, &str) {
@@ -242,6 +245,7 @@ fn build(case: &Case) -> World {
         now: MonoTime::from_secs(1000),
         wall: chrono::DateTime::parse_from_rfc3339("2026-09-01T10:00:00+00:00").expect("valid").into(),
         outcomes: StepResults::default(),
+        confirmation: None,
     };
     let mut members: Vec<Member> = Vec::new();
     let mut pg_role_set = false;
@@ -329,6 +333,12 @@ fn build(case: &Case) -> World {
                         ("failsafe", _) => w.policy.failsafe_mode = true,
                         ("sync", "on") => w.policy.synchronous_mode = SyncMode::On,
                         ("sync", "quorum") => w.policy.synchronous_mode = SyncMode::Quorum,
+                        ("strict", _) => w.policy.synchronous_mode_strict = true,
+                        ("fence", "off") => w.policy.partition.fence_isolated_primary = false,
+                        ("strict_sync_failover", v) => w.policy.partition.strict_sync_failover = v == "on",
+                        ("silence_ms", v) => {
+                            w.policy.partition.replica_silence = Duration::from_millis(num(v, "silence_ms"))
+                        }
                         ("max_lag", v) => w.policy.maximum_lag_on_failover = num(v, "max_lag"),
                         ("check_timeline", _) => w.policy.check_timeline = true,
                         ("rewind", _) => w.policy.can_rewind = true,
@@ -416,6 +426,19 @@ fn build(case: &Case) -> World {
                     }
                 }
             }
+            "confirm" => {
+                let mut c = super::fence::WalConfirmation::default();
+                for tok in rest {
+                    match kv(tok) {
+                        ("replicas_ms", v) => {
+                            c.replicas_silent_for = Duration::from_millis(num(v, "replicas_ms"))
+                        }
+                        ("sync_ms", v) => c.sync_silent_for = Duration::from_millis(num(v, "sync_ms")),
+                        other => panic!("{}: confirm: unknown {other:?}", case.name),
+                    }
+                }
+                w.confirmation = Some(c);
+            }
             "member" => members.push(member(rest[0], &rest[1..])),
             "peer" => {
                 let mut st = PeerStatus::unreachable();
@@ -482,6 +505,7 @@ fn build(case: &Case) -> World {
                         }
                         ("released_at", v) => w.mem.released_leader_key_at = Some(secs(v)),
                         ("cb_called", _) => w.mem.cb_called = true,
+                        ("handed_over", v) => w.mem.handed_over_at = Some(secs(v)),
                         ("failsafe", v) => {
                             w.mem.last_failsafe = Some(
                                 v.split(',')
@@ -603,6 +627,7 @@ fn run_world(case: &Case, w: &World) -> Run {
             failsafe_ping: w.ping.as_ref(),
             scheduled_restart: w.restart.as_ref(),
             steps: &results,
+            wal_confirmation: w.confirmation,
         };
         let d = decide(&snap, &w.mem);
         let Some(step) = d.step.clone() else {
@@ -689,6 +714,9 @@ fn mem_changes(before: &Memory, after: &Memory) -> Vec<String> {
     }
     if before.released_leader_key_at != after.released_leader_key_at {
         v.push(format!("released_at={}", t(after.released_leader_key_at)));
+    }
+    if before.handed_over_at != after.handed_over_at {
+        v.push(format!("handed_over={}", t(after.handed_over_at)));
     }
     if before.start_timeout != after.start_timeout {
         let t = after.start_timeout.map(|d| d.as_secs().to_string()).unwrap_or_else(|| "none".into());
@@ -1045,7 +1073,11 @@ fn ha_sources_never_mention_the_runtime_or_clocks() {
             }
             // The loop (runner) and its executor do the I/O by design; everything else stays pure.
             if p.file_name().is_some_and(|n| {
-                n == "runner.rs" || n == "exec.rs" || n == "sync_exec.rs" || n == "command.rs"
+                n == "runner.rs"
+                    || n == "exec.rs"
+                    || n == "sync_exec.rs"
+                    || n == "fence_exec.rs"
+                    || n == "command.rs"
             }) {
                 continue;
             }

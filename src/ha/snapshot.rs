@@ -261,6 +261,8 @@ pub struct DynamicPolicy {
     pub remove_data_directory_on_diverged_timelines: bool,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// praetor's partition rules (the `praetor` section).
+    pub partition: super::fence::PartitionPolicy,
 }
 
 impl Default for DynamicPolicy {
@@ -275,6 +277,7 @@ impl Default for DynamicPolicy {
             can_rewind: false,
             remove_data_directory_on_diverged_timelines: false,
             remove_data_directory_on_rewind_failure: false,
+            partition: super::fence::PartitionPolicy::default(),
         }
     }
 }
@@ -639,4 +642,7 @@ pub struct Snapshot<'a> {
     pub scheduled_restart: Option<&'a ScheduledRestart>,
     /// Results of steps already performed in this cycle.
     pub steps: &'a StepResults,
+    /// How long replicas have not confirmed this primary's WAL, as the sampler last saw it; `None`
+    /// when not measured (not a running primary holding the key, or the sampler has no sample yet).
+    pub wal_confirmation: Option<super::fence::WalConfirmation>,
 }

@@ -1,0 +1,176 @@
+//! The I/O side of praetor's partition rules ([`super::fence`]): a task that, while this node is a
+//! primary holding the leader key, samples the primary's flush LSN and `pg_stat_replication` every
+//! [`SAMPLE_INTERVAL`] on its own connection, feeds the pure [`ConfirmTracker`], publishes the
+//! result for the HA loop's snapshot, and raises [`HaShared::at_risk`] (waking the loop) when no
+//! replica confirms the primary's WAL any more.
+
+use super::fence::{ConfirmRow, ConfirmTracker, PartitionPolicy, SAMPLE_INTERVAL, WalConfirmation, at_risk};
+use super::runner::{Ha, HaShared};
+use super::snapshot::PgState;
+use crate::postgres::Postgres;
+use crate::types::Lsn;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// A sample older than this is not given to the policy (the sampler is stuck).
+const FRESH: Duration = Duration::from_secs(2);
+/// Bound on connecting and on one sample query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the HA loop tells the sampler after each cycle.
+#[derive(Clone, Default)]
+pub(super) struct SamplerInput {
+    /// Sample now: this node runs a primary and holds the key.
+    active: bool,
+    /// The local server.
+    pg: Option<Arc<Postgres>>,
+    /// Names of the other members (lower case): only their walsender rows count.
+    members: Vec<String>,
+    /// The rules' settings.
+    policy: PartitionPolicy,
+}
+
+/// One sample: the primary's flush LSN and the member rows of `pg_stat_replication`.
+async fn sample(
+    client: &tokio_postgres::Client,
+    members: &[String],
+) -> Result<(u64, Vec<ConfirmRow>), String> {
+    let rows = client
+        .query(
+            "SELECT pg_current_wal_flush_lsn()::text, r.application_name, r.sync_state, \
+             greatest(r.write_lsn, r.flush_lsn, r.replay_lsn)::text \
+             FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let lsn = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok()).map(|l| l.0);
+    let mut primary = 0;
+    let mut out = Vec::new();
+    for r in rows {
+        primary = lsn(r.try_get(0).ok()).unwrap_or(primary);
+        let name: Option<String> = r.try_get(1).ok().flatten();
+        let Some(name) = name.filter(|n| members.contains(&n.to_lowercase())) else { continue };
+        let sync_state: Option<String> = r.try_get(2).ok().flatten();
+        out.push(ConfirmRow {
+            name,
+            lsn: lsn(r.try_get(3).ok().flatten()).unwrap_or(0),
+            sync: matches!(sync_state.as_deref(), Some("sync" | "quorum")),
+        });
+    }
+    Ok((primary, out))
+}
+
+/// The sampler task; ends when the HA task (the sender) is gone.
+async fn run(mut input: watch::Receiver<SamplerInput>, shared: Arc<HaShared>) {
+    let mut tracker = ConfirmTracker::default();
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut risky = false;
+    loop {
+        let inp = input.borrow_and_update().clone();
+        let Some(pg) = inp.pg.clone().filter(|_| inp.active) else {
+            tracker = ConfirmTracker::default();
+            client = None;
+            if let Ok(mut g) = shared.wal_confirmation.lock() {
+                *g = None;
+            }
+            if risky {
+                shared.at_risk.send_replace(None);
+                risky = false;
+            }
+            if input.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = tokio::time::timeout(QUERY_TIMEOUT, pg.connect()).await.ok().and_then(Result::ok);
+        }
+        if let Some(c) = &client {
+            match tokio::time::timeout(QUERY_TIMEOUT, sample(c, &inp.members)).await {
+                Ok(Ok((primary_lsn, rows))) => {
+                    let now = shared.now();
+                    let conf = tracker.observe(now, primary_lsn, &rows);
+                    if let Ok(mut g) = shared.wal_confirmation.lock() {
+                        *g = Some((now, conf));
+                    }
+                    let risk = at_risk(&inp.policy, &conf, !inp.members.is_empty());
+                    if risk && !risky {
+                        warn!(
+                            "no replica confirmed WAL for {} ms: the primary may be isolated; DCS calls now fail after {} ms",
+                            conf.replicas_silent_for.as_millis(),
+                            super::fence::AT_RISK_DCS_DEADLINE.as_millis()
+                        );
+                        shared.at_risk.send_replace(Some(Instant::now()));
+                        shared.wake.notify_one();
+                    } else if !risk && risky {
+                        info!("a replica confirms WAL again");
+                        shared.at_risk.send_replace(None);
+                    }
+                    risky = risk;
+                }
+                Ok(Err(e)) => {
+                    debug!("WAL confirmation sample failed: {e}");
+                    client = None;
+                }
+                Err(_) => {
+                    debug!("WAL confirmation sample timed out");
+                    client = None;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+            r = input.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+impl Ha {
+    /// Start the sampler (once; needs the runtime).
+    pub(super) fn start_sampler(&mut self) {
+        if self.sampler.is_some() {
+            return;
+        }
+        let (tx, rx) = watch::channel(SamplerInput::default());
+        tokio::spawn(run(rx, self.shared.clone()));
+        self.sampler = Some(tx);
+    }
+
+    /// After a cycle: tell the sampler whether to sample and what counts.
+    pub(super) fn update_sampler(&self, pg: &PgState, policy: PartitionPolicy) {
+        let Some(tx) = &self.sampler else { return };
+        let active = self.mem.is_leader(self.shared.now())
+            && pg.is_primary()
+            && (policy.fence_isolated_primary || policy.strict_sync_failover);
+        let me = self.cfg.name.to_lowercase();
+        let members = self
+            .last_cluster
+            .as_ref()
+            .map(|c| c.members.iter().map(|m| m.name.to_lowercase()).filter(|n| *n != me).collect())
+            .unwrap_or_default();
+        let next = SamplerInput { active, pg: Some(self.pg.clone()), members, policy };
+        tx.send_if_modified(|cur| {
+            let same = cur.active == next.active
+                && cur.members == next.members
+                && cur.policy == next.policy
+                && cur.pg.as_ref().is_some_and(|p| Arc::ptr_eq(p, &self.pg));
+            if !same {
+                *cur = next;
+            }
+            !same
+        });
+    }
+
+    /// The sampler's conclusion for this cycle's snapshot: only for a running primary, and only
+    /// when the last sample is fresh.
+    pub(super) fn wal_confirmation(&self, pg: &PgState) -> Option<WalConfirmation> {
+        if !pg.is_primary() {
+            return None;
+        }
+        let (at, c) = (*self.shared.wal_confirmation.lock().ok()?)?;
+        (self.shared.now().since(at) <= FRESH).then_some(c)
+    }
+}
