@@ -12,6 +12,8 @@ mod ctl; // praetorctl output vs real patronictl 4.1.5, end to end against etcd
 mod dcs_contract;
 #[cfg(feature = "etcd")]
 mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member failover
+#[cfg(feature = "etcd")]
+mod partition; // partitions in network namespaces: isolated leader, DCS loss, flapping links (serial: cluster::)
 mod plugins; // DCS plugins: contract suite through libdcs_etcd.so, broken-plugin errors
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 #[cfg(feature = "etcd")]

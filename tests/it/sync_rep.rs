@@ -2,7 +2,7 @@
 //! with real PostgreSQL 15. Serial: the path contains `cluster::`.
 //!
 //! The split-brain write test (primary isolated from the DCS and the replicas while a client keeps
-//! writing) needs network namespaces; it belongs to the partition harness (helper h6).
+//! writing) needs network namespaces: it is in `partition.rs`.
 
 mod cluster {
     use crate::support::agents::{AgentCluster, AgentOpts, Store};
@@ -12,8 +12,6 @@ mod cluster {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
-
-    type Etcd = EtcdStore;
 
     fn strict_opts() -> AgentOpts {
         AgentOpts { dcs_extra: STRICT.into(), ..Default::default() }
@@ -35,11 +33,6 @@ mod cluster {
             .ok()?;
         tokio::spawn(conn);
         Some(client)
-    }
-
-    /// The `/sync` key as JSON.
-    async fn sync_key(store: &Etcd, scope: &str) -> Option<Value> {
-        serde_json::from_str(&store.key(scope, "sync").await?).ok()
     }
 
     /// Commit ids `start, start + 1, …` one by one on `db`, recording each acknowledged one in
@@ -66,29 +59,6 @@ mod cluster {
         })
     }
 
-    /// Wait until `/sync` names `leader` and at least one standby; the standbys.
-    async fn wait_sync_standby(c: &AgentCluster, store: &Etcd, leader: usize) -> Vec<String> {
-        let names = Arc::new(Mutex::new(Vec::new()));
-        let ok = wait_for(Duration::from_secs(60), || {
-            let names = names.clone();
-            async move {
-                let Some(v) = sync_key(store, &c.scope).await else { return false };
-                let standbys: Vec<String> = v["sync_standby"]
-                    .as_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect();
-                *names.lock().unwrap() = standbys.clone();
-                v["leader"] == c.nodes[leader].name.as_str() && !standbys.is_empty()
-            }
-        })
-        .await;
-        assert!(ok, "/sync never named a standby of {}\n{}", c.nodes[leader].name, c.logs());
-        names.lock().unwrap().clone()
-    }
-
     /// Zero acknowledged commits lost, five times: with `synchronous_mode_strict`, a writer commits
     /// sequential ids on the primary and records every acknowledged one; the primary's agent and
     /// postmaster are SIGKILLed together; after failover every acknowledged id is on the new
@@ -100,13 +70,13 @@ mod cluster {
         let mut leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
         {
             let db = connect(c.nodes[leader].pg_port).await.expect("connect to the primary");
-            wait_sync_standby(&c, &store, leader).await;
+            store.wait_sync_standby(&c, leader).await;
             db.batch_execute("CREATE TABLE acked(id bigint PRIMARY KEY)").await.expect("create table");
         }
         let mut next_id: i64 = 1;
         let mut total_acked = 0usize;
         for round in 1..=5 {
-            let sync = wait_sync_standby(&c, &store, leader).await;
+            let sync = store.wait_sync_standby(&c, leader).await;
             let db = connect(c.nodes[leader].pg_port).await.expect("connect to the primary");
             let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
             let round_start = next_id;
@@ -167,7 +137,7 @@ mod cluster {
         let Some(store) = EtcdStore::start().await else { return };
         let Some(mut c) = AgentCluster::start_with("syncblock", &store, strict_opts()) else { return };
         let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
-        wait_sync_standby(&c, &store, leader).await;
+        store.wait_sync_standby(&c, leader).await;
         let db = connect(c.nodes[leader].pg_port).await.expect("connect to the primary");
         db.batch_execute("CREATE TABLE t(x int); INSERT INTO t VALUES (0)")
             .await
@@ -259,13 +229,13 @@ mod cluster {
 
     /// Wait until the primary `leader` runs quorum commit over both other nodes: `/sync` written by
     /// it with quorum 1 and both standbys as voters, ssn `ANY 1 (a,b)`, both walsenders `quorum`.
-    async fn wait_quorum_state(c: &AgentCluster, store: &Etcd, leader: usize) -> Vec<usize> {
+    async fn wait_quorum_state(c: &AgentCluster, store: &EtcdStore, leader: usize) -> Vec<usize> {
         let others: Vec<usize> = (0..c.nodes.len()).filter(|i| *i != leader).collect();
         let voters = others.iter().map(|i| c.nodes[*i].name.clone()).collect::<Vec<_>>().join(",");
         let want_key =
             serde_json::json!({"leader": c.nodes[leader].name, "quorum": 1, "sync_standby": voters});
         let ok = wait_for(Duration::from_secs(90), || async {
-            sync_key(store, &c.scope).await.as_ref() == Some(&want_key)
+            store.sync_key(&c.scope).await.as_ref() == Some(&want_key)
                 && c.scalar(leader, "SHOW synchronous_standby_names").await
                     == Some(format!("ANY 1 ({voters})"))
                 && c.scalar(leader, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'")
@@ -277,7 +247,7 @@ mod cluster {
             ok,
             "no quorum state on {}: /sync {:?}, ssn {:?}\n{}",
             c.nodes[leader].name,
-            sync_key(store, &c.scope).await,
+            store.sync_key(&c.scope).await,
             c.scalar(leader, "SHOW synchronous_standby_names").await,
             c.logs()
         );
@@ -296,7 +266,7 @@ mod cluster {
         let Some(mut c) = AgentCluster::start_with("syncquorum", &store, opts) else { return };
         let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
         let others = wait_quorum_state(&c, &store, leader).await;
-        println!("quorum: /sync = {}", sync_key(&store, &c.scope).await.expect("/sync"));
+        println!("quorum: /sync = {}", store.sync_key(&c.scope).await.expect("/sync"));
 
         // Status, health checks and `list` on every node.
         let ok = wait_for(Duration::from_secs(20), || async {
@@ -376,7 +346,7 @@ mod cluster {
     /// `limit`): when `/sync` stopped naming `i` and when that postmaster ended, after the start.
     async fn release_and_stop(
         c: &AgentCluster,
-        store: &Etcd,
+        store: &EtcdStore,
         i: usize,
         limit: Duration,
     ) -> (Option<Duration>, Option<Duration>) {
@@ -389,7 +359,8 @@ mod cluster {
         let start = Instant::now();
         let (mut released, mut stopped) = (None, None);
         while start.elapsed() < limit && stopped.is_none() {
-            let named = sync_key(store, &c.scope)
+            let named = store
+                .sync_key(&c.scope)
                 .await
                 .and_then(|v| v["sync_standby"].as_str().map(str::to_string))
                 .is_some_and(|s| s.split(',').any(|n| n == c.nodes[i].name));
@@ -416,7 +387,7 @@ mod cluster {
         let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
         let slow = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
         for scheduled in [false, true] {
-            let sync = wait_sync_standby(&c, &store, leader).await;
+            let sync = store.wait_sync_standby(&c, leader).await;
             let s = c.nodes.iter().position(|n| n.name == sync[0]).expect("sync standby is a node");
             // Both standbys stream, so the primary has another one to name.
             let ok = wait_for(Duration::from_secs(60), || async { c.roles().await.1.len() == 2 }).await;

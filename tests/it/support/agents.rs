@@ -9,7 +9,6 @@ use serde_json::Value;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Command;
 use std::time::Duration;
 
 /// `ttl` of the test clusters (praetor accepts < 20 with a warning).
@@ -49,12 +48,47 @@ pub struct AgentOpts {
     /// Appended to `bootstrap.dcs` (YAML lines indented by four spaces), e.g.
     /// `    synchronous_mode: true\n`.
     pub dcs_extra: String,
+    /// Where each node runs (empty: every node on 127.0.0.1 with free ports, a child of the test).
+    pub hosts: Vec<NodeHost>,
+}
+
+/// Where one node's agent and PostgreSQL run and listen.
+#[derive(Clone, Debug)]
+pub struct NodeHost {
+    /// The address the REST API and PostgreSQL listen on and advertise.
+    pub addr: String,
+    /// REST API port.
+    pub api_port: u16,
+    /// PostgreSQL port.
+    pub pg_port: u16,
+    /// The network the other nodes connect from (pg_hba), e.g. `127.0.0.1/32`.
+    pub cidr: String,
+    /// The agent runs as `prefix… praetor <cfg>` (e.g. `ip netns exec <ns> setpriv …`, see
+    /// [`super::netns::Net::prefix`]); empty: directly.
+    pub prefix: Vec<String>,
+}
+
+impl NodeHost {
+    /// On 127.0.0.1 with free ports, started directly.
+    pub fn loopback() -> NodeHost {
+        NodeHost {
+            addr: "127.0.0.1".into(),
+            api_port: free_port(),
+            pg_port: free_port(),
+            cidr: "127.0.0.1/32".into(),
+            prefix: Vec::new(),
+        }
+    }
 }
 
 /// One agent.
 pub struct Node {
     /// Member name.
     pub name: String,
+    /// The address its REST API and PostgreSQL listen on.
+    pub host: String,
+    /// The command prefix its agent runs under (see [`NodeHost::prefix`]).
+    pub prefix: Vec<String>,
     /// REST API port.
     pub api: u16,
     /// PostgreSQL port.
@@ -111,15 +145,19 @@ impl AgentCluster {
             let name = format!("pg{i}");
             let s = pg.node(&name);
             let home = s.data_dir.parent().expect("node home").to_path_buf();
-            let api = free_port();
-            let pg_port = s.listen_hosts_port().1;
+            let place = opts
+                .hosts
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| NodeHost { pg_port: s.listen_hosts_port().1, ..NodeHost::loopback() });
+            let (addr, api, pg_port, cidr) = (&place.addr, place.api_port, place.pg_port, &place.cidr);
             let cfg = pg.dir.join(format!("{name}.yml"));
             let yaml = format!(
                 r#"scope: {scope}
 name: {name}
 restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
+  listen: {addr}:{api}
+  connect_address: {addr}:{api}
 {restapi_extra}{dcs}
 bootstrap:
   dcs:
@@ -139,8 +177,8 @@ bootstrap:
     - encoding: UTF8
     - locale: C
 postgresql:
-  listen: 127.0.0.1:{pg_port}
-  connect_address: 127.0.0.1:{pg_port}
+  listen: {addr}:{pg_port}
+  connect_address: {addr}:{pg_port}
   data_dir: {data}
   bin_dir: {bin}
   pgpass: {pgpass}
@@ -155,8 +193,8 @@ postgresql:
     fsync: "off"
   pg_hba:
     - local all all trust
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all {cidr} scram-sha-256
+    - host replication replicator {cidr} scram-sha-256
 {callbacks}watchdog:
   mode: "off"
 "#,
@@ -174,6 +212,8 @@ postgresql:
                 log: pg.dir.join(format!("{name}.log")),
                 calls: pg.dir.join(format!("calls-{name}")),
                 name,
+                host: place.addr.clone(),
+                prefix: place.prefix.clone(),
                 api,
                 pg_port,
                 data_dir: s.data_dir.clone(),
@@ -193,7 +233,7 @@ postgresql:
     /// (Re)start node `i`'s agent.
     pub fn start_agent(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let mut cmd = Command::new(&self.agent_bin);
+        let mut cmd = super::command_in(&n.prefix, &self.agent_bin);
         cmd.arg(&n.cfg).env("RUST_LOG", "info,praetor::ha=debug").env("PRAETOR_TEST_NODE", &n.name);
         n.agent = Some(ChildGuard::spawn(&n.name, &mut cmd, &n.log));
     }
@@ -214,14 +254,14 @@ postgresql:
 
     /// `GET /patroni` of node `i`.
     pub async fn status(&self, i: usize) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}/patroni", self.nodes[i].api);
+        let url = format!("http://{}:{}/patroni", self.nodes[i].host, self.nodes[i].api);
         self.http.get(url).send().await.ok()?.json().await.ok()
     }
 
     /// A query on node `i` as the superuser (bounded in time).
     pub async fn sql(&self, i: usize, q: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, String> {
         let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1")
+        c.host(&self.nodes[i].host)
             .port(self.nodes[i].pg_port)
             .user("postgres")
             .password("su-secret")
@@ -299,7 +339,7 @@ postgresql:
 
     /// Wait until there is one primary holding the leader key and two streaming replicas; the leader.
     pub async fn wait_healthy(&self, store: &dyn Store, timeout: Duration) -> usize {
-        let leader = std::cell::Cell::new(None);
+        let leader = super::Found::new();
         let ok = wait_for(timeout, || async {
             let (p, s) = self.roles().await;
             leader.set(p.first().copied());
@@ -315,7 +355,7 @@ postgresql:
     /// Wait until `among` has one running primary and every other node of `among` streams; the
     /// primary.
     pub async fn wait_primary_among(&self, among: &[usize], timeout: Duration) -> usize {
-        let primary = std::cell::Cell::new(None);
+        let primary = super::Found::new();
         let ok = wait_for(timeout, || async {
             let (p, s) = self.roles_among(among).await;
             primary.set(p.first().copied());
@@ -340,7 +380,7 @@ postgresql:
     pub async fn fail_over(&mut self, store: &dyn Store, leader: usize) -> (usize, Duration) {
         self.kill_node(leader);
         let killed = std::time::Instant::now();
-        let new_leader = std::cell::Cell::new(None);
+        let new_leader = super::Found::new();
         let ok = wait_for(Duration::from_secs(TTL + LOOP_WAIT + 30), || async {
             let (p, _) = self.roles().await;
             let n = p.first().copied().filter(|i| *i != leader);

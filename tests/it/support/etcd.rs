@@ -18,6 +18,8 @@ struct Member {
     /// An extra https client listener (see [`EtcdServer::start_tls`]).
     tls_port: Option<u16>,
     peer_port: u16,
+    /// The address it listens on (127.0.0.1, or its network namespace's address).
+    host: String,
     data_dir: PathBuf,
     log: PathBuf,
     process: Option<ChildGuard>,
@@ -25,11 +27,11 @@ struct Member {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 }
 
@@ -111,6 +113,8 @@ impl TlsFiles {
 /// A running etcd (one member or a cluster). Dropping it stops every member.
 pub struct EtcdServer {
     bin: PathBuf,
+    /// Runs each member through this command (e.g. `ip netns exec <ns>`); empty: directly.
+    prefix: Vec<String>,
     members: Vec<Member>,
     token: String,
     tls: Option<TlsFiles>,
@@ -137,16 +141,35 @@ impl EtcdServer {
         EtcdServer::start_inner(1, true).await
     }
 
+    /// One member listening on `host` (ports 2379 and 2380), run through `prefix` (for
+    /// example [`super::netns::Net::prefix`]: inside a network namespace). The caller must reach
+    /// `host` (see [`super::netns::Net::block_on`]). `None` when etcd is missing (panics in CI).
+    pub async fn start_in(host: &str, prefix: Vec<String>) -> Option<EtcdServer> {
+        EtcdServer::start_inner_at(1, false, Some((host, prefix))).await
+    }
+
     async fn start_inner(n: usize, with_tls: bool) -> Option<EtcdServer> {
+        EtcdServer::start_inner_at(n, with_tls, None).await
+    }
+
+    async fn start_inner_at(
+        n: usize,
+        with_tls: bool,
+        place: Option<(&str, Vec<String>)>,
+    ) -> Option<EtcdServer> {
         let bin = require_bin(ETCD_BIN)?;
         let dir = TestDir::new("etcd");
         let tls = if with_tls { Some(TlsFiles::generate(&dir)?) } else { None };
+        let (host, prefix) =
+            place.map_or_else(|| ("127.0.0.1".to_string(), Vec::new()), |(h, p)| (h.to_string(), p));
+        let in_ns = !prefix.is_empty();
         let members = (0..n)
             .map(|i| Member {
                 name: format!("etcd{i}"),
-                client_port: free_port(),
+                client_port: if in_ns { 2379 } else { free_port() },
                 tls_port: with_tls.then(free_port),
-                peer_port: free_port(),
+                peer_port: if in_ns { 2380 } else { free_port() },
+                host: host.clone(),
                 data_dir: dir.join(format!("etcd{i}.data")),
                 log: dir.join(format!("etcd{i}.log")),
                 process: None,
@@ -156,7 +179,7 @@ impl EtcdServer {
             "praetor-test-{}",
             dir.path().file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
         );
-        let mut server = EtcdServer { bin, members, token, tls, dir };
+        let mut server = EtcdServer { bin, prefix, members, token, tls, dir };
         for i in 0..n {
             server.spawn(i, "new");
         }
@@ -175,9 +198,9 @@ impl EtcdServer {
         let m = &self.members[i];
         let mut client_urls = m.client_url();
         if let Some(p) = m.tls_port {
-            client_urls = format!("{client_urls},https://127.0.0.1:{p}");
+            client_urls = format!("{client_urls},https://{}:{p}", m.host);
         }
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = super::command_in(&self.prefix, &self.bin);
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -249,12 +272,12 @@ impl EtcdServer {
 
     /// `host:port` of each member, as Patroni's `etcd3.hosts` lists them.
     pub fn hosts(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect()
+        self.members.iter().map(|m| format!("{}:{}", m.host, m.client_port)).collect()
     }
 
     /// `127.0.0.1:<port>` of each member's https listener (empty unless started with TLS).
     pub fn tls_hosts(&self) -> Vec<String> {
-        self.members.iter().filter_map(|m| m.tls_port.map(|p| format!("127.0.0.1:{p}"))).collect()
+        self.members.iter().filter_map(|m| m.tls_port.map(|p| format!("{}:{p}", m.host))).collect()
     }
 
     /// The certificates of a TLS server.
@@ -341,6 +364,14 @@ impl EtcdStore {
         Some(EtcdStore { server, client, section: None })
     }
 
+    /// [`EtcdStore::start`] with the member on `host`, run through `prefix` (see
+    /// [`EtcdServer::start_in`]).
+    pub async fn start_in(host: &str, prefix: Vec<String>) -> Option<EtcdStore> {
+        let server = EtcdServer::start_in(host, prefix).await?;
+        let client = server.client().await;
+        Some(EtcdStore { server, client, section: None })
+    }
+
     /// The agents reach this etcd through the DCS plugin at `plugin` (a `plugin:` section).
     pub fn through_plugin(mut self, plugin: &std::path::Path) -> EtcdStore {
         self.section = Some(format!(
@@ -362,6 +393,32 @@ impl EtcdStore {
     pub async fn put(&self, scope: &str, k: &str, v: &str) {
         let mut c = self.server.client().await;
         c.put(format!("/service/{scope}/{k}"), v, None).await.expect("etcd put");
+    }
+
+    /// The `/sync` key as JSON.
+    pub async fn sync_key(&self, scope: &str) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.key(scope, "sync").await?).ok()
+    }
+
+    /// Wait (60 s) until `/sync` names node `leader` of `c` and at least one standby; the standbys.
+    pub async fn wait_sync_standby(&self, c: &super::agents::AgentCluster, leader: usize) -> Vec<String> {
+        let names = std::sync::Mutex::new(Vec::new());
+        let ok = super::wait_for(Duration::from_secs(60), || async {
+            let Some(v) = self.sync_key(&c.scope).await else { return false };
+            let standbys: Vec<String> = v["sync_standby"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let ok = v["leader"] == c.nodes[leader].name.as_str() && !standbys.is_empty();
+            *names.lock().unwrap_or_else(|p| p.into_inner()) = standbys;
+            ok
+        })
+        .await;
+        assert!(ok, "/sync never named a standby of {}\n{}", c.nodes[leader].name, c.logs());
+        names.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn get(&self, key: String) -> Option<String> {

@@ -10,6 +10,7 @@ pub mod agents;
 #[cfg(feature = "consul")]
 pub mod consul;
 pub mod etcd;
+pub mod netns;
 pub mod patroni;
 pub mod postgres;
 #[cfg(feature = "zookeeper")]
@@ -126,6 +127,40 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port on 127.0.0.1 after 1000 tries");
+}
+
+/// A command running `program` through `prefix` (e.g. `ip netns exec <ns> …`, see
+/// [`netns::Net::prefix`]), or directly when `prefix` is empty.
+pub fn command_in(prefix: &[String], program: &Path) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A value a [`wait_for`] check records and the caller reads afterwards. `Sync` (unlike a `Cell`),
+/// so a future holding it stays `Send` and can run on a spawned task.
+pub struct Found<T>(Mutex<Option<T>>);
+
+impl<T: Copy> Found<T> {
+    /// Empty.
+    pub fn new() -> Found<T> {
+        Found(Mutex::new(None))
+    }
+
+    /// Record `v` (replacing what was there).
+    pub fn set(&self, v: Option<T>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    /// The recorded value.
+    pub fn get(&self) -> Option<T> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Poll `check` every 50 ms until it returns true or `timeout` passes. Returns whether it did.
