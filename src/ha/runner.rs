@@ -35,6 +35,11 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+/// How soon the loop looks again at a replica whose WAL receiver does not stream yet.
+const NOT_STREAMING_RECHECK: Duration = Duration::from_millis(500);
+/// How long after a long action or a change of upstream the loop does so.
+const RECHECK_WINDOW: Duration = Duration::from_secs(30);
+
 /// State shared between the HA task and the REST API (tiny sections, no await inside).
 #[derive(Debug)]
 pub struct HaShared {
@@ -498,6 +503,8 @@ pub struct Ha {
     pub(super) commands: Option<super::command::PgInbox>,
     /// Input of the WAL-confirmation sampler ([`super::fence_exec`]), once started.
     pub(super) sampler: Option<watch::Sender<super::fence_exec::SamplerInput>>,
+    /// Until then a replica that does not stream yet is looked at every [`NOT_STREAMING_RECHECK`].
+    pub(super) recheck_until: Option<Instant>,
 }
 
 /// Why the HA task ended.
@@ -559,6 +566,7 @@ impl Ha {
             sync_rt: Default::default(),
             commands: None,
             sampler: None,
+            recheck_until: None,
         }
         .with_cached_dynamic(from_cache)
     }
@@ -783,6 +791,14 @@ impl Ha {
             }
         };
         let cb_before = self.mem.cb_called;
+        if !finished.is_empty()
+            || decision
+                .actions
+                .iter()
+                .any(|a| long_kind(a, "").is_some() || matches!(a, super::action::Action::Follow { .. }))
+        {
+            self.recheck_until = Some(Instant::now() + RECHECK_WINDOW);
+        }
         self.mem = decision.next.clone();
         for n in &decision.notes {
             info!("{n}");
@@ -981,6 +997,20 @@ impl Ha {
         self.status_tx.send_replace(Arc::new(s));
     }
 
+    /// Within [`RECHECK_WINDOW`] of a long action or a change of upstream, PostgreSQL runs (or
+    /// starts) as a replica whose WAL receiver does not stream yet, and no long action is in
+    /// flight: after a start, a clone or a rewind the loop looks again soon, so
+    /// that `GET /patroni` and the member key say `streaming` when it is, not up to `loop_wait`
+    /// later (Patroni's REST handler asks PostgreSQL on every request instead).
+    fn replica_not_streaming_yet(&self) -> bool {
+        let pg = &self.last_pg;
+        self.recheck_until.is_some_and(|t| Instant::now() < t)
+            && self.task.is_none()
+            && matches!(pg.run, PgRun::Running | PgRun::Starting)
+            && pg.is_in_recovery != Some(false)
+            && self.replication_state() != "streaming"
+    }
+
     /// Sleep until the next cycle: `loop_wait` (or `wake_after`), waking early when the leader key
     /// changes (non-leaders), a task finishes, or `stop` fires.
     async fn sleep(&mut self, decision: &Decision, started: Instant, stop: &CancellationToken) {
@@ -988,6 +1018,9 @@ impl Ha {
         let mut wait = t.loop_wait;
         if let Some(w) = decision.wake_after {
             wait = wait.min(w);
+        }
+        if self.replica_not_streaming_yet() {
+            wait = wait.min(NOT_STREAMING_RECHECK);
         }
         let elapsed = started.elapsed();
         if elapsed >= wait {

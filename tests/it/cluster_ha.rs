@@ -198,7 +198,8 @@ mod cluster {
         assert_eq!(h[0][0], json!(1), "history = {history}");
         assert_eq!(h[0][4], json!(c.nodes[new_leader].name), "history = {history}");
 
-        // The old leader comes back as a replica of the new timeline, rewound, and streams.
+        // The old leader comes back as a replica of the new timeline and streams.
+        let restarted = Instant::now();
         c.start_agent(leader);
         let ok = wait_for(Duration::from_secs(90), || async {
             let (p, s) = c.roles().await;
@@ -206,6 +207,12 @@ mod cluster {
         })
         .await;
         assert!(ok, "old leader did not rejoin\n{}", c.logs());
+        println!(
+            "crash: {} streaming again {:?} after its agent started (rewound: {})",
+            c.nodes[leader].name,
+            restarted.elapsed(),
+            c.log(leader).contains("running pg_rewind from")
+        );
         // Rewound or not depends on whether the dying leader wrote WAL the new leader never got;
         // `old_leader_rejoins_without_rewind_after_switchover_and_with_rewind_after_diverging`
         // pins both paths.
