@@ -845,18 +845,21 @@ async fn sync_member_slots(
     pg: &Postgres,
     mut inputs: crate::postgres::slots::SlotInputs,
 ) -> Result<(), crate::postgres::PgError> {
+    use crate::postgres::PgError;
     use crate::postgres::slots::{apply, existing, plan};
-    let client = pg.connect().await?;
-    inputs.existing = existing(&client)
-        .await
-        .map_err(|e| crate::postgres::PgError::Sql { op: "list slots", msg: e.to_string() })?;
+    inputs.existing = pg
+        .with_client("list slots", async |c| {
+            existing(&c).await.map_err(|e| PgError::Sql { op: "list slots", msg: e.to_string() })
+        })
+        .await?;
     let p = plan(&inputs);
     if p.create.is_empty() && p.drop.is_empty() {
         return Ok(());
     }
-    apply(&client, &p)
-        .await
-        .map_err(|e| crate::postgres::PgError::Sql { op: "sync slots", msg: e.to_string() })
+    pg.with_client("sync slots", async |c| {
+        apply(&c, &p).await.map_err(|e| PgError::Sql { op: "sync slots", msg: e.to_string() })
+    })
+    .await
 }
 
 fn mark_stopped(tx: &tokio::sync::watch::Sender<Arc<crate::api::status::NodeStatus>>) {

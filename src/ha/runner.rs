@@ -620,7 +620,7 @@ impl Ha {
         let mut settings = pg_settings(&self.cfg, &self.dynamic);
         settings.synchronous_standby_names = self.ssn_override();
         match Postgres::new(settings) {
-            Ok(p) => self.pg = Arc::new(p),
+            Ok(p) => self.pg = Arc::new(p.with_session_of(&self.pg)),
             Err(e) => error!("failed to apply the new PostgreSQL settings: {e}"),
         }
     }

@@ -123,10 +123,9 @@ impl Ha {
         let role = self.conf_role_current();
         self.pg.reload(&role).await.context("reload with the new synchronous_standby_names")?;
         let Some(expect) = expect else { return Ok(()) };
-        let client = self.pg.connect().await?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let now = syncrep::show_ssn(&client).await?;
+            let now = self.pg.with_client("show ssn", async |c| syncrep::show_ssn(&c).await).await?;
             if now == expect {
                 return Ok(());
             }
@@ -175,14 +174,13 @@ impl Ha {
             // Give the standbys a loop to reconnect after the promotion.
             return Ok(());
         }
-        let client = self.pg.connect().await?;
         let me = self.cfg.name.clone();
         let members = sync_members(cluster);
         let mut key = cluster.sync.clone();
         let deadline = Instant::now() + loop_wait.max(Duration::from_secs(2));
         let mut waited_for_confirmation = false;
         for _ in 0..16 {
-            let f = syncrep::facts(&client).await?;
+            let f = self.pg.with_client("read sync state", async |c| syncrep::facts(&c).await).await?;
             if f.in_recovery {
                 return Ok(());
             }
@@ -190,7 +188,9 @@ impl Ha {
             if let Some(e) = err {
                 warn!("{e}");
             }
-            if changed && let Err(e) = syncrep::nudge_wal(&client).await {
+            if changed
+                && let Err(e) = self.pg.with_client("nudge wal", async |c| syncrep::nudge_wal(&c).await).await
+            {
                 warn!("{e}");
             }
             let settings = self.sync_settings(f.server_version);

@@ -18,6 +18,7 @@ pub mod postmaster;
 pub mod process;
 pub mod replica;
 pub mod rewind;
+pub mod session;
 pub mod settings;
 pub mod slots;
 pub mod syncrep;
@@ -35,6 +36,7 @@ pub use conf::{ConfRole, Upstream};
 pub use observe::{ControlData, PgObservation, ProcessState, SqlFacts, SqlState};
 pub use postmaster::{PidFile, PostmasterState, StopMode};
 pub use process::{CmdSpec, ProcError, RunAs};
+pub use session::{Session, SessionError};
 pub use settings::{BootstrapSettings, Credentials, PgSettings};
 
 use conf::ParamCatalog;
@@ -146,7 +148,9 @@ pub enum StopOutcome {
     WasCrashed,
 }
 
-/// The controller of one local PostgreSQL. Cheap to re-create: all state lives in PGDATA.
+/// The controller of one local PostgreSQL. Cheap to re-create: all state lives in PGDATA, except
+/// the persistent connection ([`Session`]), which a re-created controller takes over with
+/// [`Postgres::with_session_of`].
 #[derive(Debug)]
 pub struct Postgres {
     settings: PgSettings,
@@ -154,6 +158,7 @@ pub struct Postgres {
     bin_dir: PathBuf,
     major: OnceCell<u32>,
     catalog: OnceCell<Arc<ParamCatalog>>,
+    session: Arc<Session>,
 }
 
 impl Postgres {
@@ -165,7 +170,26 @@ impl Postgres {
             Some(d) => d.clone(),
             None => bin_dir::detect(None).ok_or(PgError::NoBinDir)?,
         };
-        Ok(Postgres { settings, run_as, bin_dir, major: OnceCell::new(), catalog: OnceCell::new() })
+        Ok(Postgres {
+            settings,
+            run_as,
+            bin_dir,
+            major: OnceCell::new(),
+            catalog: OnceCell::new(),
+            session: Arc::new(Session::new()),
+        })
+    }
+
+    /// This controller, using `other`'s persistent connection (kept while the connection
+    /// parameters stay the same; otherwise the next query reconnects).
+    pub fn with_session_of(mut self, other: &Postgres) -> Postgres {
+        self.session = other.session.clone();
+        self
+    }
+
+    /// The persistent connection.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// The settings.
@@ -266,7 +290,24 @@ impl Postgres {
         }
     }
 
-    /// Open a superuser connection to the local server (bounded by `observe_timeout`).
+    /// Run `work` on the persistent superuser connection (opened or re-opened as needed), the
+    /// whole bounded by `observe_timeout`; `op` names the work in the error.
+    pub async fn with_client<T, F, Fut>(&self, op: &'static str, work: F) -> Result<T>
+    where
+        F: Fn(Arc<tokio_postgres::Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let timeout = self.settings.observe_timeout;
+        let conn = self.local_conn(&self.settings.superuser);
+        self.session.run(&conn, timeout, work).await.map_err(|e| match e {
+            SessionError::TimedOut => PgError::Sql { op, msg: format!("timed out after {timeout:?}") },
+            SessionError::Connect(msg) => PgError::Sql { op: "connect", msg },
+            SessionError::Work(e) => e,
+        })
+    }
+
+    /// Open a new superuser connection to the local server (bounded by `observe_timeout`), for
+    /// work that should not share the persistent one ([`Self::with_client`]).
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
         observe::connect(&self.local_conn(&self.settings.superuser), self.settings.observe_timeout)
             .await
@@ -294,13 +335,22 @@ impl Postgres {
         };
         let sql = match process {
             ProcessState::Running(_) => {
-                observe::observe_sql(
-                    &self.local_conn(&self.settings.superuser),
-                    self.settings.observe_timeout,
-                )
-                .await
+                let conn = self.local_conn(&self.settings.superuser);
+                let facts = self
+                    .session
+                    .run(&conn, self.settings.observe_timeout, async |c| observe::query_facts(&c).await)
+                    .await;
+                match facts {
+                    Ok(f) => SqlState::Ok(Box::new(f)),
+                    Err(SessionError::TimedOut) => SqlState::Timeout,
+                    Err(SessionError::Connect(e)) => SqlState::Error(e),
+                    Err(SessionError::Work(e)) => SqlState::Error(format!("query: {e}")),
+                }
             }
-            _ => SqlState::NotRunning,
+            _ => {
+                self.session.close();
+                SqlState::NotRunning
+            }
         };
         PgObservation { process, sql }
     }
@@ -540,6 +590,8 @@ impl Postgres {
             PostmasterState::Running(p) => p.pid,
         };
         info!(pid, ?mode, "stopping postgres");
+        // A smart shutdown waits for every client, the agent's own connection included.
+        self.session.close();
         if !postmaster::signal(pid, mode.signal())
             .map_err(PgError::io("signal postmaster", self.data_dir()))?
         {
@@ -631,23 +683,38 @@ impl Postgres {
 
     /// Run `CHECKPOINT` on the local server (after a promotion, so that pg_control shows the new
     /// timeline to pg_rewind on other members).
+    /// Own connection: a checkpoint may take longer than `observe_timeout`; bounded by
+    /// `pg_ctl_timeout`.
     pub async fn checkpoint(&self) -> Result<()> {
-        let c = self.connect().await?;
-        c.simple_query("CHECKPOINT").await.map_err(PgError::sql("checkpoint"))?;
-        Ok(())
+        let run = async {
+            let c = self.connect().await?;
+            c.simple_query("CHECKPOINT").await.map_err(PgError::sql("checkpoint"))
+        };
+        match tokio::time::timeout(self.settings.pg_ctl_timeout, run).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(PgError::Sql {
+                op: "checkpoint",
+                msg: format!("timed out after {:?}", self.settings.pg_ctl_timeout),
+            }),
+        }
     }
 
     /// Create and drop replication slots on this (primary) server as [`slots::plan`] says.
     pub async fn sync_slots(&self, inputs: &slots::SlotInputs) -> Result<slots::SlotPlan> {
-        let client = self.connect().await?;
         let mut inp = inputs.clone();
-        inp.existing = slots::existing(&client).await.map_err(PgError::sql("list slots"))?;
+        inp.existing = self
+            .with_client("list slots", async |c| {
+                slots::existing(&c).await.map_err(PgError::sql("list slots"))
+            })
+            .await?;
         let plan = slots::plan(&inp);
         let (logical, physical): (Vec<_>, Vec<_>) =
             plan.create.iter().cloned().partition(|s| s.slot_type == slots::SlotType::Logical);
-        slots::apply(&client, &slots::SlotPlan { create: physical, drop: plan.drop.clone() })
-            .await
-            .map_err(PgError::sql("sync slots"))?;
+        let physical = slots::SlotPlan { create: physical, drop: plan.drop.clone() };
+        self.with_client("sync slots", async |c| {
+            slots::apply(&c, &physical).await.map_err(PgError::sql("sync slots"))
+        })
+        .await?;
         for s in logical {
             let mut conn = self.local_conn(&self.settings.superuser);
             conn.dbname = s.database.clone().unwrap_or_else(|| "postgres".into());

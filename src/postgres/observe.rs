@@ -139,7 +139,7 @@ pub struct WalReceiver {
 }
 
 /// How to reach the local server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalConn {
     /// Host name, IP or unix socket directory.
     pub host: String,
@@ -275,20 +275,6 @@ pub async fn query_facts(client: &Client) -> Result<SqlFacts, tokio_postgres::Er
         wal_receiver,
         pending_restart,
     })
-}
-
-/// Connect and query, the whole bounded by `timeout`.
-pub async fn observe_sql(conn: &LocalConn, timeout: Duration) -> SqlState {
-    let work = async {
-        let client = connect(conn, timeout).await?;
-        query_facts(&client).await.map_err(|e| format!("query: {e}"))
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Err(_) => SqlState::Timeout,
-        Ok(Err(e)) if e.ends_with("timed out") => SqlState::Timeout,
-        Ok(Err(e)) => SqlState::Error(e),
-        Ok(Ok(f)) => SqlState::Ok(Box::new(f)),
-    }
 }
 
 /// Parsed `pg_controldata` output.

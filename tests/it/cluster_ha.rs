@@ -5,7 +5,7 @@
 mod cluster {
     use crate::support::agents::{AgentCluster, AgentOpts, LOOP_WAIT, TTL};
     use crate::support::etcd::EtcdStore;
-    use crate::support::wait_for;
+    use crate::support::{FrozenPostgres, wait_for};
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
@@ -524,5 +524,84 @@ mod cluster {
         .await;
         assert!(ok, "SIGHUP did not reload the tags\n{}", c.logs());
         c.stop_all();
+    }
+
+    /// The `praetor` backends on node `i` (pids, ascending), read over a connection of the test's.
+    async fn agent_backends(c: &Cluster, i: usize) -> Option<Vec<i32>> {
+        let v = c
+            .scalar(
+                i,
+                "SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') FROM pg_catalog.pg_stat_activity \
+                 WHERE application_name = 'praetor'",
+            )
+            .await?;
+        v.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect()
+    }
+
+    /// `praetor_ha_cycles_total` of node `i`.
+    async fn cycles(c: &Cluster, i: usize) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", c.nodes[i].api);
+        let text = c.http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with("praetor_ha_cycles_total{"))?.rsplit(' ').next()?.parse().ok()
+    }
+
+    /// The HA loop keeps one connection to its own PostgreSQL across cycles (one `praetor` backend,
+    /// the same pid cycle after cycle), opens a new one after PostgreSQL restarts, and keeps
+    /// cycling while PostgreSQL is frozen (SIGSTOP on the postmaster and its backends): every SQL
+    /// use is bounded, so a hung server costs a cycle at most its observation timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn agent_keeps_one_postgres_connection_reconnects_after_restart_and_cycles_while_frozen() {
+        let Some(c) = Cluster::start("pgsession", AgentOpts::default()).await else { return };
+        let leader = c.wait_healthy(Duration::from_secs(120)).await;
+        let r = (leader + 1) % 3;
+
+        // One connection, kept: the same backend over several cycles.
+        let first =
+            poll(Duration::from_secs(10), || async { agent_backends(&c, r).await.filter(|b| b.len() == 1) })
+                .await
+                .unwrap_or_else(|| panic!("no single praetor backend on {}\n{}", c.nodes[r].name, c.logs()));
+        let cycles_before = cycles(&c, r).await.expect("cycles");
+        tokio::time::sleep(Duration::from_secs(4 * LOOP_WAIT + 1)).await;
+        assert!(cycles(&c, r).await.expect("cycles") >= cycles_before + 3, "the loop did not cycle");
+        assert_eq!(agent_backends(&c, r).await, Some(first.clone()), "the agent reconnected while idle");
+
+        // PostgreSQL restarts: the agent connects again and carries on.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client");
+        let resp = http
+            .post(format!("http://127.0.0.1:{}/restart", c.nodes[r].api))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("POST /restart");
+        assert_eq!(resp.status().as_u16(), 200, "restart refused\n{}", c.logs());
+        let again = poll(Duration::from_secs(30), || async {
+            agent_backends(&c, r).await.filter(|b| b.len() == 1 && *b != first)
+        })
+        .await;
+        assert!(again.is_some(), "no new praetor backend after the restart\n{}", c.logs());
+        c.wait_healthy(Duration::from_secs(60)).await;
+
+        // PostgreSQL frozen: the loop keeps cycling (each cycle bounded by the 5 s observation
+        // timeout), then reconnects once the server answers again.
+        let pid = praetor::postgres::postmaster::PidFile::read(&c.nodes[r].data_dir)
+            .expect("read postmaster.pid")
+            .expect("postmaster.pid")
+            .pid;
+        let frozen = FrozenPostgres::freeze(pid);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let frozen_at = cycles(&c, r).await.expect("cycles while frozen");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let later = cycles(&c, r).await.expect("cycles while frozen");
+        drop(frozen);
+        assert!(
+            later >= frozen_at + 2,
+            "the loop stalled behind the frozen server: {frozen_at} -> {later}\n{}",
+            c.log(r)
+        );
+        let back =
+            poll(Duration::from_secs(30), || async { agent_backends(&c, r).await.filter(|b| b.len() == 1) })
+                .await;
+        assert!(back.is_some(), "no single praetor backend after the thaw\n{}", c.logs());
+        c.wait_healthy(Duration::from_secs(60)).await;
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::require_pg;
 use crate::support::postgres::PgCluster;
-use crate::support::wait_for;
+use crate::support::{FrozenPostgres, wait_for};
 
 async fn query_strings(pg: &Postgres, sql: &str) -> Vec<String> {
     let c = pg.connect().await.expect("connect");
@@ -423,6 +423,62 @@ async fn observation_returns_within_its_timeout_while_the_postmaster_is_sigstopp
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).unwrap();
     let ok = wait_for(Duration::from_secs(10), || async { pg.observe().await.is_primary() }).await;
     assert!(ok, "server did not answer after SIGCONT");
+    pg.stop(StopMode::Fast).await.unwrap();
+}
+
+/// The backend pid behind the controller's persistent connection.
+async fn session_backend(pg: &Postgres) -> Result<i32, PgError> {
+    pg.with_client("backend pid", async |c| {
+        let r = c
+            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+            .await
+            .map_err(|e| PgError::Sql { op: "backend pid", msg: e.to_string() })?;
+        Ok(r.get::<_, i32>(0))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_connection_is_reused_reopened_after_a_restart_and_bounded_while_frozen() {
+    let bin = require_pg!();
+    let mut cl = PgCluster::new("pg-session", bin);
+    let mut s = cl.node("session");
+    s.observe_timeout = Duration::from_secs(1);
+    let pg = cl.controller(&s);
+    pg.bootstrap(&CancellationToken::new()).await.expect("bootstrap");
+
+    // Observations and other queries share one connection.
+    for _ in 0..5 {
+        assert!(pg.observe().await.is_primary());
+    }
+    let backend = session_backend(&pg).await.expect("backend pid");
+    assert_eq!(session_backend(&pg).await.expect("backend pid"), backend);
+    let opened = pg.session().opened();
+    assert_eq!(opened, 1, "one connection for every observation and query");
+
+    // After a restart the first observation already succeeds, on a new connection.
+    pg.restart(StopMode::Fast, &ConfRole::Primary).await.expect("restart");
+    assert!(pg.observe().await.is_primary(), "first observation after the restart failed");
+    assert_ne!(session_backend(&pg).await.expect("backend pid"), backend);
+    assert_eq!(pg.session().opened(), opened + 1);
+
+    // Frozen server (postmaster and backends): every use returns within its bound.
+    let pid = match pg.observe().await.process {
+        ProcessState::Running(p) => p.pid,
+        other => panic!("not running: {other:?}"),
+    };
+    let frozen = FrozenPostgres::freeze(pid);
+    for _ in 0..2 {
+        let t = Instant::now();
+        assert_eq!(pg.observe().await.sql, SqlState::Timeout);
+        assert!(t.elapsed() < Duration::from_secs(3), "observation took {:?}", t.elapsed());
+        let t = Instant::now();
+        assert!(session_backend(&pg).await.is_err());
+        assert!(t.elapsed() < Duration::from_secs(3), "query took {:?}", t.elapsed());
+    }
+    drop(frozen);
+    let ok = wait_for(Duration::from_secs(10), || async { pg.observe().await.is_primary() }).await;
+    assert!(ok, "no observation after SIGCONT");
     pg.stop(StopMode::Fast).await.unwrap();
 }
 

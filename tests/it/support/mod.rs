@@ -181,6 +181,40 @@ where
     }
 }
 
+/// A frozen PostgreSQL: SIGSTOP on the postmaster and each of its children (every backend calls
+/// setsid(), so the postmaster's process group alone does not hold them). Every stopped process
+/// gets SIGCONT on drop, also when the test panics. Connections stay open; nothing answers.
+pub struct FrozenPostgres(Vec<nix::unistd::Pid>);
+
+impl FrozenPostgres {
+    /// Freeze the postmaster `pid` and its children.
+    pub fn freeze(pid: i32) -> FrozenPostgres {
+        let mut pids = vec![nix::unistd::Pid::from_raw(pid)];
+        for e in std::fs::read_dir("/proc").expect("list /proc").flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // `pid (comm) state ppid ...`: comm may hold spaces, so split after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid.and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
+                pids.push(nix::unistd::Pid::from_raw(child));
+            }
+        }
+        let frozen = FrozenPostgres(pids);
+        for p in &frozen.0 {
+            let _ = nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGSTOP);
+        }
+        frozen
+    }
+}
+
+impl Drop for FrozenPostgres {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
+
 /// A spawned server process, in its own process group, with stdout and stderr in a log file. Drop
 /// stops it by PID (SIGTERM to its group, SIGKILL after 5 s), also when the test panics.
 pub struct ChildGuard {
