@@ -198,14 +198,39 @@ pub fn confirm_members_action(
 /// `check_response`: prints `Failed: …`/`Success: …`; true on success.
 fn check_response(r: &Reply, member: &str, action: &str, silent_success: bool) -> Result<bool, CtlError> {
     if r.status >= 400 {
-        echo(&format!("Failed: {action} for member {member}, status code={}, ({})", r.status, r.body))?;
-        Ok(false)
-    } else {
-        if !silent_success {
-            echo(&format!("Success: {action} for member {member}"))?;
-        }
-        Ok(true)
+        return report(r, member, action, &[]);
     }
+    if !silent_success {
+        echo(&format!("Success: {action} for member {member}"))?;
+    }
+    Ok(true)
+}
+
+/// Print the outcome of one member's REST call: the message `table` gives for the status
+/// (`(status, success, message)`); any other status is a failure, printed as patronictl does.
+/// True on success.
+fn report(r: &Reply, member: &str, action: &str, table: &[(u16, bool, String)]) -> Result<bool, CtlError> {
+    match table.iter().find(|(status, ..)| *status == r.status) {
+        Some((_, ok, message)) => {
+            echo(message)?;
+            Ok(*ok)
+        }
+        None => {
+            echo(&format!("Failed: {action} for member {member}, status code={}, ({})", r.status, r.body))?;
+            Ok(false)
+        }
+    }
+}
+
+/// One REST call to member `m`; an unreachable member ends the command.
+async fn call(
+    rest: &RestClient,
+    m: &Member,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Reply, CtlError> {
+    rest.request(m, method, Some(path), body).await.map_err(|e| unreachable(&m.name, &e))
 }
 
 fn unreachable(member: &str, e: &str) -> CtlError {
@@ -474,28 +499,20 @@ pub async fn restart(
     let mut all_ok = true;
     for m in &members {
         if body.get("schedule").is_some() && o.force && m.data.scheduled_restart.is_some() {
-            let r = rest
-                .request(m, Method::DELETE, Some("restart"), None)
-                .await
-                .map_err(|e| unreachable(&m.name, &e))?;
+            let r = call(rest, m, Method::DELETE, "restart", None).await?;
             check_response(&r, &m.name, "flush scheduled restart", true)?;
         }
-        let r = rest
-            .request(m, Method::POST, Some("restart"), Some(&body))
-            .await
-            .map_err(|e| unreachable(&m.name, &e))?;
-        match r.status {
-            200 => echo(&format!("Success: restart on member {}", m.name))?,
-            202 => echo(&format!("Success: restart scheduled on member {}", m.name))?,
-            409 => {
-                all_ok = false;
-                echo(&format!("Failed: another restart is already scheduled on member {}", m.name))?
-            }
-            s => {
-                all_ok = false;
-                echo(&format!("Failed: restart for member {}, status code={s}, ({})", m.name, r.body))?
-            }
-        }
+        let r = call(rest, m, Method::POST, "restart", Some(&body)).await?;
+        all_ok &= report(
+            &r,
+            &m.name,
+            "restart",
+            &[
+                (200, true, format!("Success: restart on member {}", m.name)),
+                (202, true, format!("Success: restart scheduled on member {}", m.name)),
+                (409, false, format!("Failed: another restart is already scheduled on member {}", m.name)),
+            ],
+        )?;
     }
     if all_ok { Ok(()) } else { Err(failed("restart failed")) }
 }
@@ -522,22 +539,18 @@ pub async fn reload(
     )?;
     let mut all_ok = true;
     for m in &members {
-        let r = rest
-            .request(m, Method::POST, Some("reload"), None)
-            .await
-            .map_err(|e| unreachable(&m.name, &e))?;
-        match r.status {
-            200 => echo(&format!("No changes to apply on member {}", m.name))?,
-            202 => echo(&format!(
-                "Reload request received for member {} and will be processed within {} seconds",
-                m.name,
-                loop_wait(&cluster)
-            ))?,
-            s => {
-                all_ok = false;
-                echo(&format!("Failed: reload for member {}, status code={s}, ({})", m.name, r.body))?
-            }
-        }
+        let r = call(rest, m, Method::POST, "reload", None).await?;
+        let received = format!(
+            "Reload request received for member {} and will be processed within {} seconds",
+            m.name,
+            loop_wait(&cluster)
+        );
+        all_ok &= report(
+            &r,
+            &m.name,
+            "reload",
+            &[(200, true, format!("No changes to apply on member {}", m.name)), (202, true, received)],
+        )?;
     }
     if all_ok { Ok(()) } else { Err(failed("reload failed")) }
 }
@@ -568,10 +581,7 @@ pub async fn reinit(
     for m in &members {
         let mut body = json!({"force": force, "from_leader": from_leader});
         let started = loop {
-            let r = rest
-                .request(m, Method::POST, Some("reinitialize"), Some(&body))
-                .await
-                .map_err(|e| unreachable(&m.name, &e))?;
+            let r = call(rest, m, Method::POST, "reinitialize", Some(&body)).await?;
             let started = check_response(&r, &m.name, "reinitialize", false)?;
             if !started
                 && r.body.ends_with(" already in progress")
