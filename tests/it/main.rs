@@ -14,6 +14,7 @@ mod dcs_contract;
 mod etcd; // etcd v3 backend: Patroni's raw layout, leases, watch, auth, member failover
 #[cfg(feature = "etcd")]
 mod partition; // partitions in network namespaces: isolated leader, DCS loss, flapping links (serial: cluster::)
+mod partition_policy; // praetor's partition rules on a real cluster: fencing, strict-sync handover (serial: cluster::)
 mod plugins; // DCS plugins: contract suite through libdcs_etcd.so, broken-plugin errors
 mod postgres_ctl; // PostgreSQL controller against real PostgreSQL 15
 #[cfg(feature = "etcd")]

@@ -14,7 +14,7 @@
 //! appended to the file named by `PRAETOR_PARTITION_RESULTS`, when set). Timings are reported,
 //! not asserted.
 
-mod cluster {
+pub(crate) mod cluster {
     use crate::support::agents::{AgentCluster, AgentOpts, NodeHost, Store, TTL};
     use crate::support::etcd::EtcdStore;
     use crate::support::netns::{Net, Peer};
@@ -66,23 +66,23 @@ mod cluster {
 
     /// One acknowledged write.
     #[derive(Clone, Debug)]
-    struct Ack {
-        node: usize,
-        id: i64,
+    pub(crate) struct Ack {
+        pub(crate) node: usize,
+        pub(crate) id: i64,
         /// The timeline the primary wrote on (first 8 hex digits of its WAL file name).
         timeline: String,
-        at: Instant,
+        pub(crate) at: Instant,
     }
 
     /// The client: a task per node, each writing every [`WRITE_EVERY`].
-    struct Writer {
+    pub(crate) struct Writer {
         acks: Arc<Mutex<Vec<Ack>>>,
         stop: Arc<AtomicBool>,
         tasks: Vec<JoinHandle<()>>,
     }
 
     impl Writer {
-        fn start(c: &AgentCluster) -> Writer {
+        pub(crate) fn start(c: &AgentCluster) -> Writer {
             let acks = Arc::new(Mutex::new(Vec::new()));
             let stop = Arc::new(AtomicBool::new(false));
             let next = Arc::new(AtomicI64::new(1));
@@ -104,11 +104,11 @@ mod cluster {
             Writer { acks, stop, tasks }
         }
 
-        fn acks(&self) -> Vec<Ack> {
+        pub(crate) fn acks(&self) -> Vec<Ack> {
             self.acks.lock().unwrap().clone()
         }
 
-        async fn finish(self) -> Vec<Ack> {
+        pub(crate) async fn finish(self) -> Vec<Ack> {
             self.stop.store(true, Ordering::SeqCst);
             for t in self.tasks {
                 // Each loop ends within one statement timeout.
@@ -185,7 +185,7 @@ mod cluster {
 
     /// The overlapping acknowledgement intervals of two different nodes, if any (split brain).
     /// A node's acknowledgements on one timeline form one interval.
-    fn split_brain(acks: &[Ack], names: &[String]) -> Vec<String> {
+    pub(crate) fn split_brain(acks: &[Ack], names: &[String]) -> Vec<String> {
         let mut terms: BTreeMap<(usize, String), (Instant, Instant, usize)> = BTreeMap::new();
         for a in acks {
             let t = terms.entry((a.node, a.timeline.clone())).or_insert((a.at, a.at, 0));
@@ -214,7 +214,7 @@ mod cluster {
 
     /// One primary holds the leader key and every other node streams from it (its
     /// `pg_stat_replication` lists them as streaming); the primary.
-    async fn all_streaming(c: &AgentCluster, store: &EtcdStore) -> Option<usize> {
+    pub(crate) async fn all_streaming(c: &AgentCluster, store: &EtcdStore) -> Option<usize> {
         let (p, s) = c.roles().await;
         if p.len() != 1 || s.len() + 1 != c.nodes.len() {
             return None;
@@ -239,7 +239,7 @@ mod cluster {
     }
 
     /// The node holding the leader key, per etcd (read from the client).
-    async fn key_holder(c: &AgentCluster, store: &EtcdStore) -> Option<usize> {
+    pub(crate) async fn key_holder(c: &AgentCluster, store: &EtcdStore) -> Option<usize> {
         let name = store.leader(&c.scope).await?;
         c.nodes.iter().position(|n| n.name == name)
     }
