@@ -961,4 +961,62 @@ mod tests {
         assert_eq!(timestamp(0).len(), "2026-01-01 00:00:00".len());
         assert_eq!(timestamp(6).len(), "2026-01-01 00:00:00.000000".len());
     }
+
+    /// A leader whose REST API answers POST /switchover with `status` and `body`; POST /failover
+    /// answers 200. Returns the DCS client and its store.
+    async fn leader_answering(
+        status: u16,
+        body: &'static str,
+    ) -> (Arc<dyn Dcs>, crate::dcs::memory::MemoryStore) {
+        use axum::{Router, http::StatusCode, routing::post};
+        let code = StatusCode::from_u16(status).expect("status");
+        let app = Router::new()
+            .route("/switchover", post(move || async move { (code, body) }))
+            .route("/failover", post(|| async { (StatusCode::OK, "Successfully switched over to \"pg1\"") }));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let store = crate::dcs::memory::MemoryStore::new();
+        for (name, role) in [("pg0", "primary"), ("pg1", "replica")] {
+            let v = json!({"conn_url": "postgres://127.0.0.1:5432/postgres",
+                "api_url": format!("http://{addr}/patroni"), "state": "running", "role": role});
+            store.raw_put(&format!("/service/c/members/{name}"), &v.to_string());
+        }
+        store.raw_put("/service/c/leader", "pg0");
+        let params = crate::dcs::DcsParams {
+            namespace: "/service".into(),
+            scope: "c".into(),
+            name: "ctl".into(),
+            ttl: Duration::from_secs(30),
+            loop_wait: Duration::from_secs(10),
+            retry_timeout: Duration::from_secs(10),
+        };
+        (Arc::new(store.client(params)), store)
+    }
+
+    fn forced_switchover() -> SwitchoverOptions {
+        SwitchoverOptions {
+            leader: Some("pg0".into()),
+            candidate: Some("pg1".into()),
+            scheduled: Some("now".into()),
+            force: true,
+        }
+    }
+
+    /// patronictl 4.1.5 `_do_failover_or_switchover`: only a REST call that fails falls back to
+    /// writing /failover; a 501 is an answer, reported as "Switchover failed, details: 501, …"
+    /// (unless its body says the server does not support switchover: then POST /failover).
+    #[tokio::test]
+    async fn a_501_answer_is_reported_not_a_dcs_fallback() {
+        let rest = RestClient::new(&crate::ctl::config::CtlConfig::default()).expect("rest client");
+        let (dcs, store) = leader_answering(501, "Not Implemented").await;
+        let r = failover_or_switchover("switchover", "c", &dcs, &rest, forced_switchover()).await;
+        assert!(r.is_err(), "a 501 answer must fail the switchover: {r:?}");
+        assert_eq!(store.raw_get("/service/c/failover"), None, "no DCS fallback on a 501 answer");
+
+        let (dcs, store) = leader_answering(501, "Server does not support this operation").await;
+        let r = failover_or_switchover("switchover", "c", &dcs, &rest, forced_switchover()).await;
+        assert!(r.is_ok(), "an old server's 501 is retried as POST /failover: {r:?}");
+        assert_eq!(store.raw_get("/service/c/failover"), None);
+    }
 }
