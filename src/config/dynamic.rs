@@ -149,7 +149,7 @@ pub struct PraetorSettings {
     pub fence_isolated_primary: bool,
     /// `fence_replica_silence_ms` (300, at least [`MIN_FENCE_REPLICA_SILENCE_MS`]).
     pub fence_replica_silence_ms: u64,
-    /// `strict_sync_failover` (false until the partition cluster tests cover it): with `synchronous_mode_strict`, a leader whose synchronous
+    /// `strict_sync_failover` (false, Patroni's behaviour): with `synchronous_mode_strict`, a leader whose synchronous
     /// standby has not confirmed WAL for longer than `ttl` hands its key to that standby when it is
     /// healthy in the DCS.
     pub strict_sync_failover: bool,
@@ -164,7 +164,7 @@ impl Default for PraetorSettings {
         PraetorSettings {
             fence_isolated_primary: true,
             fence_replica_silence_ms: 300,
-            strict_sync_failover: true,
+            strict_sync_failover: false,
         }
     }
 }
@@ -1416,6 +1416,17 @@ mod tests {
         assert_eq!(out["pause"], json!(true));
         assert_eq!(out["synchronous_mode"], json!("quorum"));
         assert!(!c3.to_json().contains("\": "), "compact");
+    }
+
+    /// The documented defaults (README "Partitions"): fencing on, the strict-sync handover off, so
+    /// a strict cluster behaves as under Patroni unless the operator turns the handover on.
+    #[test]
+    fn praetor_defaults_fence_on_strict_sync_failover_off() {
+        let d = PraetorSettings::default();
+        assert!(d.fence_isolated_primary);
+        assert_eq!(d.fence_replica_silence_ms, 300);
+        assert!(!d.strict_sync_failover);
+        assert_eq!(crate::ha::fence::PartitionPolicy::default().strict_sync_failover, d.strict_sync_failover);
     }
 
     /// praetor's own section: parsed with defaults, bad values warned about by path, and kept
