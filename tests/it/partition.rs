@@ -381,17 +381,10 @@ pub(crate) mod cluster {
         let overlaps = split_brain(&acks, &names);
 
         // Acknowledged commits missing on the final primary.
-        let rows = c
-            .sql(final_leader, "SELECT id FROM writes")
+        let present = c
+            .ids(final_leader, "SELECT id FROM writes")
             .await
             .unwrap_or_else(|e| panic!("read the ids on the final leader: {e}"));
-        let present: BTreeSet<i64> = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
-            .collect();
         let lost: Vec<&Ack> = acks.iter().filter(|a| !present.contains(&a.id)).collect();
 
         // What the old leader acknowledged after the cut, and when the next leader took over.

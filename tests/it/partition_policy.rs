@@ -44,14 +44,8 @@ mod cluster {
 
     /// Acknowledged ids missing on `node`.
     async fn missing_on(c: &AgentCluster, node: usize, ids: impl Iterator<Item = i64>) -> Vec<i64> {
-        let rows = c.sql(node, "SELECT id FROM writes").await.unwrap_or_else(|e| panic!("read the ids: {e}"));
-        let present: BTreeSet<i64> = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
-            .collect();
+        let present =
+            c.ids(node, "SELECT id FROM writes").await.unwrap_or_else(|e| panic!("read the ids: {e}"));
         ids.filter(|id| !present.contains(id)).collect()
     }
 

@@ -332,14 +332,7 @@ mod cluster {
             .expect("writer");
         assert!(others.contains(&new_leader), "{} is no voter", c.nodes[new_leader].name);
         let acked = acked.lock().unwrap().clone();
-        let rows = c.sql(new_leader, "SELECT id FROM acked").await.expect("read ids on the new primary");
-        let present: BTreeSet<i64> = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
-            .collect();
+        let present = c.ids(new_leader, "SELECT id FROM acked").await.expect("read ids on the new primary");
         let missing: Vec<i64> = acked.iter().filter(|id| !present.contains(id)).copied().collect();
         println!(
             "quorum failover: killed {}, {} promoted after {took:?}; acknowledged {}, missing {}, rows {}",

@@ -279,6 +279,18 @@ postgresql:
     }
 
     /// The first column of the first row of `q` on node `i`.
+    /// The first column of `q`'s rows on node `i`, parsed as ids (the writers' tables).
+    pub async fn ids(&self, i: usize, q: &str) -> Result<std::collections::BTreeSet<i64>, String> {
+        let rows = self.sql(i, q).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                _ => None,
+            })
+            .collect())
+    }
+
     pub async fn scalar(&self, i: usize, q: &str) -> Option<String> {
         let rows = self.sql(i, q).await.ok()?;
         rows.iter().find_map(|m| match m {
