@@ -49,11 +49,12 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .context("connect to the DCS")?;
     let pg = crate::postgres::Postgres::new(pg_settings(&config, &dynamic)).context("set up PostgreSQL")?;
     let shared = Arc::new(HaShared::new());
+    let raw_dcs = dcs.clone();
     let dcs = crate::dcs::timed::TimedDcs::wrap_with_deadline(
         dcs,
         shared.metrics.clone(),
         shared.at_risk.subscribe(),
-        crate::ha::fence::AT_RISK_DCS_DEADLINE,
+        crate::ha::fence::LOST_DCS_CALL_BUDGET,
     );
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(NodeStatus::initial(&config.scope, &config.name)));
@@ -79,7 +80,8 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
     let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx)
         .with_reload(reload_rx)
-        .with_commands(pg_inbox);
+        .with_commands(pg_inbox)
+        .with_dcs_probe(raw_dcs);
     let mut ha_task = tokio::spawn(ha.run(stop.clone()));
 
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;

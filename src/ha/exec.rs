@@ -334,9 +334,14 @@ impl Ha {
         futures::future::join_all(calls).await.into_iter().all(|ok| ok)
     }
 
+    fn member_slots_ttl(&self) -> Duration {
+        Duration::from_secs(self.dynamic.member_slots_ttl.max(0) as u64)
+    }
+
     async fn write_status(&mut self, cluster: Option<&Cluster>, pg: &PgState) {
         let optime = pg.wal_position();
         let mut st = Status { optime: Some(optime), slots: None, retain_slots: None };
+        let mut absent = Vec::new();
         if self.dynamic.postgresql.use_slots
             && let Some(c) = cluster
         {
@@ -348,7 +353,21 @@ impl Ha {
             }
             names.sort();
             st.slots = Some(names.iter().map(|n| (n.clone(), optime)).collect());
-            st.retain_slots = Some(names);
+            let dcs_retain = c.status.retain_slots.clone().unwrap_or_default();
+            let r = self.slot_retention.observe(
+                std::time::Instant::now(),
+                &names,
+                &dcs_retain,
+                self.member_slots_ttl(),
+            );
+            for n in &r.expired {
+                info!(
+                    "Replication slot '{n}' for absent cluster member is expired after {} sec.",
+                    self.member_slots_ttl().as_secs()
+                );
+            }
+            absent = r.absent;
+            st.retain_slots = Some(r.retain_slots);
         }
         let v = st.to_json();
         if self.last_status_written.as_deref() != Some(v.as_str()) {
@@ -365,8 +384,8 @@ impl Ha {
                 me: self.cfg.name.clone(),
                 use_slots: self.dynamic.postgresql.use_slots,
                 present_members: c.members.iter().map(|m| m.name.clone()).collect(),
-                absent_members: Vec::new(),
-                member_slots_ttl: Duration::from_secs(self.dynamic.member_slots_ttl.max(0) as u64),
+                absent_members: absent,
+                member_slots_ttl: self.member_slots_ttl(),
                 permanent: Vec::new(),
                 ignore: Vec::new(),
                 existing: Vec::new(),

@@ -24,9 +24,12 @@ use std::time::Duration;
 pub const DEFAULT_REPLICA_SILENCE: Duration = Duration::from_millis(300);
 /// How often the runner samples `pg_stat_replication` on a leader.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(150);
-/// While the primary is at risk (replicas silent), every DCS call of the HA loop gets this long
-/// before it counts as failed, instead of `retry_timeout`.
-pub const AT_RISK_DCS_DEADLINE: Duration = Duration::from_millis(400);
+/// Once the sampler's own DCS probe has concluded that the DCS is lost ([`dcs_lost`]), every DCS
+/// call of the HA loop gets this long before it counts as failed, instead of `retry_timeout`: none,
+/// because the probe has already waited `replica_silence` for an answer.
+pub const LOST_DCS_CALL_BUDGET: Duration = Duration::ZERO;
+/// Bound on one probe of the DCS by the sampler.
+pub const DCS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// praetor's own partition policy: the `praetor` section of the dynamic configuration (Patroni
 /// ignores top-level `/config` keys it does not know, so the section is safe in a mixed cluster).
@@ -137,10 +140,31 @@ impl ConfirmTracker {
 }
 
 /// The primary is at risk: fencing is on, other members exist and no replica confirmed its WAL
-/// for `replica_silence`. The runner then gives DCS calls [`AT_RISK_DCS_DEADLINE`] and wakes the
-/// loop, so that a DCS failure is seen in time for [`isolated_primary_fence`].
+/// for `replica_silence`. Together with an unanswered DCS probe this makes [`dcs_lost`].
 pub fn at_risk(p: &PartitionPolicy, c: &WalConfirmation, others_known: bool) -> bool {
     p.fence_isolated_primary && others_known && c.replicas_silent_for >= p.replica_silence
+}
+
+/// The sampler starts probing the DCS itself (a read, bounded by [`DCS_PROBE_TIMEOUT`], repeated
+/// while this holds) once no replica has confirmed this primary's WAL for half of
+/// `replica_silence`. Probing early means that by the time the replicas have been silent for the
+/// whole `replica_silence`, the DCS has had as long to answer: the fence needs no further wait.
+pub fn dcs_probe_due(p: &PartitionPolicy, c: &WalConfirmation, others_known: bool) -> bool {
+    p.fence_isolated_primary && others_known && c.replicas_silent_for * 2 >= p.replica_silence
+}
+
+/// The DCS counts as lost for the fence: the primary is [`at_risk`] and the sampler's probes have
+/// gone unanswered (no successful answer since the oldest unanswered one was sent) for
+/// `replica_silence` as well. The runner then makes every DCS call of the HA loop fail at once
+/// ([`LOST_DCS_CALL_BUDGET`]) and wakes the loop, which fences the primary
+/// ([`isolated_primary_fence`]) without waiting for `retry_timeout`.
+pub fn dcs_lost(
+    p: &PartitionPolicy,
+    c: &WalConfirmation,
+    others_known: bool,
+    dcs_unanswered_for: Option<Duration>,
+) -> bool {
+    at_risk(p, c, others_known) && dcs_unanswered_for.is_some_and(|d| d >= p.replica_silence)
 }
 
 /// Rule "fence an isolated primary" (praetor, issue 13 item 3): the DCS call of this cycle failed,
@@ -313,6 +337,37 @@ mod tests {
         assert_eq!(isolated_primary_fence(&slow, Some(&silent(1000)), true), None);
         assert!(at_risk(&p, &silent(300), true));
         assert!(!at_risk(&p, &silent(300), false));
+    }
+
+    /// The sampler probes the DCS from half of `replica_silence` on, so that the DCS has had the
+    /// whole `replica_silence` to answer by the time the replicas have been silent that long.
+    #[test]
+    fn dcs_probe_starts_at_half_the_replica_silence() {
+        let p = PartitionPolicy::default();
+        assert!(!dcs_probe_due(&p, &silent(0), true), "replicas confirm");
+        assert!(!dcs_probe_due(&p, &silent(149), true));
+        assert!(dcs_probe_due(&p, &silent(150), true));
+        assert!(!dcs_probe_due(&p, &silent(5000), false), "nobody could take over");
+        let off = PartitionPolicy { fence_isolated_primary: false, ..p };
+        assert!(!dcs_probe_due(&off, &silent(5000), true), "switched off");
+    }
+
+    /// The fence's DCS evidence: replicas silent for `replica_silence` and the DCS probe
+    /// unanswered as long; either alone keeps Patroni's behaviour.
+    #[test]
+    fn dcs_is_lost_only_when_replicas_and_the_probe_are_both_silent_long_enough() {
+        let p = PartitionPolicy::default();
+        let ms = |m| Some(Duration::from_millis(m));
+        assert!(dcs_lost(&p, &silent(300), true, ms(300)));
+        assert!(!dcs_lost(&p, &silent(300), true, ms(299)), "the DCS may still answer");
+        assert!(!dcs_lost(&p, &silent(300), true, None), "the DCS answered the last probe");
+        assert!(
+            !dcs_lost(&p, &silent(299), true, ms(5000)),
+            "a replica still confirms: cut from the DCS only"
+        );
+        assert!(!dcs_lost(&p, &silent(5000), false, ms(5000)), "nobody could take over");
+        let off = PartitionPolicy { fence_isolated_primary: false, ..p };
+        assert!(!dcs_lost(&off, &silent(5000), true, ms(5000)), "switched off");
     }
 
     fn member(name: &str, data: serde_json::Value) -> Member {

@@ -1,12 +1,18 @@
 //! The I/O side of praetor's partition rules ([`super::fence`]): a task that, while this node is a
 //! primary holding the leader key, samples the primary's flush LSN and `pg_stat_replication` every
 //! [`SAMPLE_INTERVAL`] on its own connection, feeds the pure [`ConfirmTracker`], publishes the
-//! result for the HA loop's snapshot, and raises [`HaShared::at_risk`] (waking the loop) when no
-//! replica confirms the primary's WAL any more.
+//! result for the HA loop's snapshot. While no replica confirms the primary's WAL it also probes
+//! the DCS itself ([`super::fence::dcs_probe_due`]); when both stay silent
+//! ([`super::fence::dcs_lost`]) it raises [`HaShared::at_risk`], which makes the loop's DCS calls
+//! fail at once, and wakes the loop, which then fences the primary.
 
-use super::fence::{ConfirmRow, ConfirmTracker, PartitionPolicy, SAMPLE_INTERVAL, WalConfirmation, at_risk};
+use super::fence::{
+    ConfirmRow, ConfirmTracker, DCS_PROBE_TIMEOUT, PartitionPolicy, SAMPLE_INTERVAL, WalConfirmation,
+    dcs_lost, dcs_probe_due,
+};
 use super::runner::{Ha, HaShared};
 use super::snapshot::PgState;
+use crate::dcs::Dcs;
 use crate::postgres::Postgres;
 use crate::types::Lsn;
 use std::sync::Arc;
@@ -30,6 +36,46 @@ pub(super) struct SamplerInput {
     members: Vec<String>,
     /// The rules' settings.
     policy: PartitionPolicy,
+    /// The store to probe, without the loop's deadline (see [`Ha::with_dcs_probe`]); no probe
+    /// (and no fence before the loop's own DCS call fails) without it.
+    probe: Option<Arc<dyn Dcs>>,
+}
+
+/// The sampler's probes of the DCS: when the oldest probe with no successful answer after it was
+/// sent, and the probe in flight.
+#[derive(Default)]
+struct DcsProbe {
+    unanswered_since: Option<Instant>,
+    in_flight: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl DcsProbe {
+    /// Collect a finished probe; start one when `due` and none is in flight; forget everything
+    /// when not `due`. Returns how long the DCS has left a probe unanswered.
+    async fn step(&mut self, due: bool, dcs: Option<&Arc<dyn Dcs>>) -> Option<Duration> {
+        if !due {
+            if let Some(t) = self.in_flight.take() {
+                t.abort();
+            }
+            self.unanswered_since = None;
+            return None;
+        }
+        if let Some(t) = self.in_flight.take_if(|t| t.is_finished())
+            && t.await.unwrap_or(false)
+        {
+            self.unanswered_since = None;
+        }
+        if self.in_flight.is_none()
+            && let Some(dcs) = dcs
+        {
+            let dcs = dcs.clone();
+            self.unanswered_since.get_or_insert_with(Instant::now);
+            self.in_flight = Some(tokio::spawn(async move {
+                matches!(tokio::time::timeout(DCS_PROBE_TIMEOUT, dcs.load_cluster()).await, Ok(Ok(_)))
+            }));
+        }
+        self.unanswered_since.map(|t| t.elapsed())
+    }
 }
 
 /// One sample: the primary's flush LSN and the member rows of `pg_stat_replication`.
@@ -67,12 +113,14 @@ async fn sample(
 async fn run(mut input: watch::Receiver<SamplerInput>, shared: Arc<HaShared>) {
     let mut tracker = ConfirmTracker::default();
     let mut client: Option<tokio_postgres::Client> = None;
+    let mut probe = DcsProbe::default();
     let mut risky = false;
     loop {
         let inp = input.borrow_and_update().clone();
         let Some(pg) = inp.pg.clone().filter(|_| inp.active) else {
             tracker = ConfirmTracker::default();
             client = None;
+            probe.step(false, None).await;
             if let Ok(mut g) = shared.wal_confirmation.lock() {
                 *g = None;
             }
@@ -96,17 +144,21 @@ async fn run(mut input: watch::Receiver<SamplerInput>, shared: Arc<HaShared>) {
                     if let Ok(mut g) = shared.wal_confirmation.lock() {
                         *g = Some((now, conf));
                     }
-                    let risk = at_risk(&inp.policy, &conf, !inp.members.is_empty());
+                    let others = !inp.members.is_empty();
+                    let due = dcs_probe_due(&inp.policy, &conf, others);
+                    let unanswered = probe.step(due, inp.probe.as_ref()).await;
+                    let risk = dcs_lost(&inp.policy, &conf, others, unanswered);
                     if risk && !risky {
                         warn!(
-                            "no replica confirmed WAL for {} ms: the primary may be isolated; DCS calls now fail after {} ms",
+                            "no replica confirmed WAL for {} ms and the DCS left a probe unanswered for {} ms: \
+                             the primary looks isolated; DCS calls fail at once now",
                             conf.replicas_silent_for.as_millis(),
-                            super::fence::AT_RISK_DCS_DEADLINE.as_millis()
+                            unanswered.unwrap_or_default().as_millis()
                         );
                         shared.at_risk.send_replace(Some(Instant::now()));
                         shared.wake.notify_one();
                     } else if !risk && risky {
-                        info!("a replica confirms WAL again");
+                        info!("a replica confirms WAL or the DCS answers again");
                         shared.at_risk.send_replace(None);
                     }
                     risky = risk;
@@ -151,7 +203,13 @@ impl Ha {
             .as_ref()
             .map(|c| c.members.iter().map(|m| m.name.to_lowercase()).filter(|n| *n != me).collect())
             .unwrap_or_default();
-        let next = SamplerInput { active, pg: Some(self.pg.clone()), members, policy };
+        let next = SamplerInput {
+            active,
+            pg: Some(self.pg.clone()),
+            members,
+            policy,
+            probe: self.dcs_probe.clone(),
+        };
         tx.send_if_modified(|cur| {
             let same = cur.active == next.active
                 && cur.members == next.members

@@ -37,6 +37,11 @@ use tracing::{debug, error, info, warn};
 
 /// How soon the loop looks again at a replica whose WAL receiver does not stream yet.
 const NOT_STREAMING_RECHECK: Duration = Duration::from_millis(500);
+/// While a replica does not stream yet ([`Ha::replica_not_streaming_yet`]), the loop sends the
+/// postmaster a SIGHUP at most this often. After a failed attempt to stream (the primary was
+/// unreachable, or did not have this member's slot yet) PostgreSQL's startup process sleeps
+/// `wal_retrieve_retry_interval` (5 s by default) before it tries again; a SIGHUP ends that sleep.
+const NOT_STREAMING_NUDGE: Duration = Duration::from_secs(1);
 /// How long after a long action or a change of upstream the loop does so.
 const RECHECK_WINDOW: Duration = Duration::from_secs(30);
 
@@ -62,8 +67,9 @@ pub struct HaShared {
     /// The WAL-confirmation sampler's last conclusion and when it was drawn (`None` while it does
     /// not sample: this node is not a primary holding the key).
     pub wal_confirmation: Mutex<Option<(MonoTime, super::fence::WalConfirmation)>>,
-    /// Raised (with the instant) while the primary is at risk of isolation: DCS calls then get
-    /// [`super::fence::AT_RISK_DCS_DEADLINE`] (see [`crate::dcs::timed::TimedDcs::wrap_with_deadline`]).
+    /// Raised (with the instant) while the sampler holds the DCS for lost ([`super::fence::dcs_lost`]):
+    /// DCS calls then get [`super::fence::LOST_DCS_CALL_BUDGET`] (see
+    /// [`crate::dcs::timed::TimedDcs::wrap_with_deadline`]).
     pub at_risk: watch::Sender<Option<Instant>>,
 }
 
@@ -503,8 +509,16 @@ pub struct Ha {
     pub(super) commands: Option<super::command::PgInbox>,
     /// Input of the WAL-confirmation sampler ([`super::fence_exec`]), once started.
     pub(super) sampler: Option<watch::Sender<super::fence_exec::SamplerInput>>,
+    /// The store the sampler probes, without the deadline of [`HaShared::at_risk`].
+    pub(super) dcs_probe: Option<Arc<dyn Dcs>>,
     /// Until then a replica that does not stream yet is looked at every [`NOT_STREAMING_RECHECK`].
     pub(super) recheck_until: Option<Instant>,
+    /// The leader's memory of member slots (`retain_slots`, `member_slots_ttl`).
+    pub(super) slot_retention: crate::postgres::slots::SlotRetention,
+    /// When the loop last woke the startup process of a replica that does not stream yet.
+    pub(super) last_nudge: Option<Instant>,
+    /// The last cycle could not read the DCS.
+    pub(super) dcs_failing: bool,
 }
 
 /// Why the HA task ended.
@@ -566,7 +580,11 @@ impl Ha {
             sync_rt: Default::default(),
             commands: None,
             sampler: None,
+            dcs_probe: None,
             recheck_until: None,
+            last_nudge: None,
+            dcs_failing: false,
+            slot_retention: Default::default(),
         }
         .with_cached_dynamic(from_cache)
     }
@@ -592,6 +610,14 @@ impl Ha {
                 warn!("failed to write {}: {e}", data_dir.join(crate::config::dynamic::CACHE_FILE).display())
             }
         }
+    }
+
+    /// Let the WAL-confirmation sampler probe `dcs` (the store as connected, not wrapped with the
+    /// deadline of [`HaShared::at_risk`]: the probe is what raises it) while the replicas are
+    /// silent ([`super::fence::dcs_probe_due`]).
+    pub fn with_dcs_probe(mut self, dcs: Arc<dyn Dcs>) -> Ha {
+        self.dcs_probe = Some(dcs);
+        self
     }
 
     /// Receive reloaded local configurations (SIGHUP) through `rx`; applied between cycles.
@@ -732,6 +758,12 @@ impl Ha {
                 "DCS unavailable"
             );
         }
+        if cluster.is_ok() && self.dcs_failing {
+            // Back from a DCS outage (a partition that healed): a replica may have to reconnect to
+            // its primary; look again soon, as after a change of upstream.
+            self.recheck_until = Some(Instant::now() + RECHECK_WINDOW);
+        }
+        self.dcs_failing = cluster.is_err();
         if let Ok(c) = &cluster {
             self.dcs_last_seen = chrono::Utc::now().timestamp().max(0) as u64;
             if let Ok(mut v) = self.shared.dcs_view.lock() {
@@ -800,6 +832,9 @@ impl Ha {
             self.recheck_until = Some(Instant::now() + RECHECK_WINDOW);
         }
         self.mem = decision.next.clone();
+        if !self.mem.is_leader(self.shared.now()) {
+            self.slot_retention.reset();
+        }
         for n in &decision.notes {
             info!("{n}");
         }
@@ -1011,6 +1046,23 @@ impl Ha {
             && self.replication_state() != "streaming"
     }
 
+    /// A replica that does not stream yet: end PostgreSQL's `wal_retrieve_retry_interval` sleep
+    /// with a SIGHUP (at most every [`NOT_STREAMING_NUDGE`]), so that it tries its primary again
+    /// now that the loop sees it reachable, not up to 5 s later.
+    fn nudge_replica_not_streaming(&mut self) {
+        if self.dcs_failing
+            || !self.replica_not_streaming_yet()
+            || self.last_nudge.is_some_and(|t| t.elapsed() < NOT_STREAMING_NUDGE)
+        {
+            return;
+        }
+        self.last_nudge = Some(Instant::now());
+        match self.pg.signal_reload() {
+            Ok(()) => debug!("the replica does not stream yet: SIGHUP to retry streaming now"),
+            Err(e) => debug!("SIGHUP to a replica that does not stream yet failed: {e}"),
+        }
+    }
+
     /// Sleep until the next cycle: `loop_wait` (or `wake_after`), waking early when the leader key
     /// changes (non-leaders), a task finishes, or `stop` fires.
     async fn sleep(&mut self, decision: &Decision, started: Instant, stop: &CancellationToken) {
@@ -1071,6 +1123,7 @@ impl Ha {
                 self.reload_config(c);
             }
             let d = self.run_cycle().await;
+            self.nudge_replica_not_streaming();
             if let Some(why) = self.exit.take() {
                 error!("{why}");
                 self.cancel_task().await;

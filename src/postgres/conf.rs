@@ -265,8 +265,30 @@ pub enum ConfRole {
     },
 }
 
+/// TCP settings praetor adds to `primary_conninfo`, for the WAL receiver's end of the link: a link
+/// that stops answering is given up after about 5 s (keepalive probes while it is idle, the user
+/// timeout while data waits for an acknowledgement), and a connection attempt after 3 s. Without
+/// them a WAL receiver cut off by a partition keeps its dead connection (or a connect attempt whose
+/// SYN retransmissions have backed off to many seconds) well after the network heals.
+const STREAM_TCP_SETTINGS: &[(&str, &str)] = &[
+    ("connect_timeout", "3"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "2"),
+    ("keepalives_interval", "1"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "5000"),
+];
+
+/// The same for the primary's end (the walsender), passed as session settings in `options`: a
+/// walsender whose standby is cut off ends after about 5 s and frees the standby's replication
+/// slot, so that the standby's next connection after the heal is not refused with "replication
+/// slot is active".
+const WALSENDER_TCP_OPTIONS: &str = "-c tcp_user_timeout=5000 -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3";
+
 /// `primary_conninfo` for streaming from `up` with `creds`, with `application_name` = member name
-/// (PATRONI-COMPAT §7) and the password in `passfile`.
+/// (PATRONI-COMPAT §7) and the password in `passfile`, plus praetor's TCP settings for both ends
+/// ([`STREAM_TCP_SETTINGS`], [`WALSENDER_TCP_OPTIONS`]; TLS and other keys from `creds` come
+/// after them, so a value given there wins).
 pub fn primary_conninfo(
     up: &Upstream,
     creds: &Credentials,
@@ -279,6 +301,10 @@ pub fn primary_conninfo(
     }
     parts.push(("host".into(), up.host.clone()));
     parts.push(("port".into(), up.port.to_string()));
+    for (k, v) in STREAM_TCP_SETTINGS {
+        parts.push((k.to_string(), v.to_string()));
+    }
+    parts.push(("options".into(), WALSENDER_TCP_OPTIONS.to_string()));
     for (k, v) in &creds.ssl {
         parts.push((k.clone(), v.clone()));
     }
@@ -633,7 +659,10 @@ mod tests {
         let r = recovery_parameters(&s, &role);
         assert_eq!(
             r["primary_conninfo"],
-            "user=repl passfile=/tmp/pgpass_x host=10.0.0.2 port=5432 application_name=node-1"
+            "user=repl passfile=/tmp/pgpass_x host=10.0.0.2 port=5432 connect_timeout=3 keepalives=1 \
+             keepalives_idle=2 keepalives_interval=1 keepalives_count=3 tcp_user_timeout=5000 \
+             options='-c tcp_user_timeout=5000 -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 \
+             -c tcp_keepalives_count=3' application_name=node-1"
         );
         assert_eq!(r["primary_slot_name"], "node_1");
         assert_eq!(r["recovery_target_timeline"], "latest");

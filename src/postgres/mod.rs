@@ -633,6 +633,19 @@ impl Postgres {
         }
     }
 
+    /// Send the running postmaster a SIGHUP without rewriting the configuration (the startup
+    /// process of a replica also ends its `wal_retrieve_retry_interval` sleep on it).
+    pub fn signal_reload(&self) -> Result<()> {
+        match self.postmaster_state()? {
+            PostmasterState::Running(p) => {
+                postmaster::signal(p.pid, nix::sys::signal::Signal::SIGHUP)
+                    .map_err(PgError::io("signal postmaster", self.data_dir()))?;
+                Ok(())
+            }
+            _ => Err(PgError::NotRunning),
+        }
+    }
+
     /// Step down: stop with `mode` and start again as a replica of `upstream` (`None`: no upstream
     /// known yet, recovery from the archive only). Whether a rewind is needed first is the caller's
     /// decision ([`Self::rewind_needed`]).

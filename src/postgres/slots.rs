@@ -5,8 +5,8 @@
 //! [`plan`] is pure: the caller passes who is present, who is gone and for how long, and the slots
 //! that exist; it answers which slots to create and drop. [`apply`] executes a plan over SQL.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 use tracing::{info, warn};
@@ -113,6 +113,72 @@ pub struct SlotPlan {
     pub create: Vec<SlotSpec>,
     /// Slots to drop (by name), with the walsender PID to terminate first when active.
     pub drop: Vec<(String, Option<i32>)>,
+}
+
+/// The leader's memory of member slots (Patroni `_build_retain_slots`, `member_slots_ttl`): when
+/// each slot name was last seen as a member, so that the slot of a member whose key expired (it
+/// was cut off, or is down for maintenance) is kept for `member_slots_ttl` and the member can
+/// stream again from where it stopped. Published as `retain_slots` in `/status`, from which the
+/// next leader starts its own memory. Pure: the caller gives every instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotRetention {
+    last_seen: BTreeMap<String, Instant>,
+    seeded: bool,
+}
+
+/// One cycle of [`SlotRetention::observe`]: what to publish and what to keep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// `retain_slots` for `/status`, sorted.
+    pub retain_slots: Vec<String>,
+    /// Slot names of absent members and how long ago they were last seen (for [`SlotInputs`]).
+    pub absent: Vec<(String, Duration)>,
+    /// Names that expired in this cycle.
+    pub expired: Vec<String>,
+}
+
+impl SlotRetention {
+    /// A leader's cycle at `now`: the first one of a term counts every name of the DCS's
+    /// `retain_slots` as seen now (Patroni resets the retention when it takes the lock); every
+    /// present member's slot name (including this node's) is seen now; names not seen for
+    /// `ttl` are forgotten.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        present: &[String],
+        dcs_retain: &[String],
+        ttl: Duration,
+    ) -> Retained {
+        if !self.seeded {
+            self.seeded = true;
+            for n in dcs_retain {
+                self.last_seen.insert(slot_name_from_member_name(n), now);
+            }
+        }
+        let present: BTreeSet<String> = present.iter().map(|m| slot_name_from_member_name(m)).collect();
+        for n in &present {
+            self.last_seen.insert(n.clone(), now);
+        }
+        let mut out = Retained::default();
+        self.last_seen.retain(|n, seen| {
+            let gone = now.saturating_duration_since(*seen);
+            if gone >= ttl {
+                out.expired.push(n.clone());
+                return false;
+            }
+            if !present.contains(n) {
+                out.absent.push((n.clone(), gone));
+            }
+            true
+        });
+        out.retain_slots = self.last_seen.keys().cloned().collect();
+        out
+    }
+
+    /// Not the leader (any more): the next term starts again from the DCS.
+    pub fn reset(&mut self) {
+        *self = SlotRetention::default();
+    }
 }
 
 /// Slots that should exist: member slots (present members, and absent ones gone less than
@@ -279,6 +345,37 @@ mod tests {
         let p = plan(&inp);
         assert_eq!(p.create, vec![SlotSpec::physical("pg_3")]);
         assert_eq!(p.drop, vec![("pg_5".to_string(), None)]);
+    }
+
+    /// Patroni `_build_retain_slots`: the slot of a member whose key is gone stays in
+    /// `retain_slots` (and on the leader) for `member_slots_ttl`; a new leader starts from the
+    /// `retain_slots` it reads in `/status`.
+    #[test]
+    fn absent_member_slot_is_retained_for_member_slots_ttl() {
+        let ttl = Duration::from_secs(1800);
+        let t0 = Instant::now();
+        let mut r = SlotRetention::default();
+        let first = r.observe(t0, &["pg0".into(), "pg1".into(), "Pg-2".into()], &["pg3".into()], ttl);
+        assert_eq!(first.retain_slots, vec!["pg0", "pg1", "pg3", "pg_2"]);
+        assert_eq!(first.absent, vec![("pg3".to_string(), Duration::ZERO)]);
+        // pg-2's key expired (cut off): its slot is kept, and absent for as long as it is gone.
+        let later = r.observe(t0 + Duration::from_secs(60), &["pg0".into(), "pg1".into()], &[], ttl);
+        assert_eq!(later.retain_slots, vec!["pg0", "pg1", "pg3", "pg_2"]);
+        assert!(later.absent.contains(&("pg_2".to_string(), Duration::from_secs(60))));
+        // The DCS list seeds only the first cycle of a term.
+        let again = r.observe(t0 + Duration::from_secs(61), &["pg0".into()], &["pg9".into()], ttl);
+        assert!(!again.retain_slots.contains(&"pg9".to_string()));
+        // member_slots_ttl after a name was last seen, it is forgotten (pg1 was seen at +60 s).
+        let gone = r.observe(t0 + ttl + Duration::from_secs(1), &["pg0".into()], &[], ttl);
+        assert_eq!(gone.retain_slots, vec!["pg0", "pg1"]);
+        assert_eq!(gone.expired, vec!["pg3", "pg_2"]);
+        let gone = r.observe(t0 + ttl + Duration::from_secs(60), &["pg0".into()], &[], ttl);
+        assert_eq!(gone.retain_slots, vec!["pg0"]);
+        assert_eq!(gone.expired, vec!["pg1"]);
+        // A new term starts from the DCS again.
+        r.reset();
+        let next = r.observe(t0, &["pg0".into()], &["pg1".into()], ttl);
+        assert_eq!(next.retain_slots, vec!["pg0", "pg1"]);
     }
 
     #[test]
