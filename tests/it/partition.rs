@@ -212,9 +212,15 @@ pub(crate) mod cluster {
         overlaps
     }
 
-    /// One primary holds the leader key and every other node streams from it (its
-    /// `pg_stat_replication` lists them as streaming); the primary.
-    pub(crate) async fn all_streaming(c: &AgentCluster, store: &EtcdStore) -> Option<usize> {
+    /// One primary holds the leader key and every other node streams from it: its
+    /// `pg_stat_replication` lists them as streaming, with a status reply sent at or after `since`
+    /// (a walsender row stays `streaming` on a dead link until `wal_sender_timeout`; a fresh reply
+    /// shows the link works). The primary.
+    pub(crate) async fn all_streaming(
+        c: &AgentCluster,
+        store: &EtcdStore,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<usize> {
         let (p, s) = c.roles().await;
         if p.len() != 1 || s.len() + 1 != c.nodes.len() {
             return None;
@@ -224,7 +230,14 @@ pub(crate) mod cluster {
             return None;
         }
         let rows = c
-            .sql(l, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+            .sql(
+                l,
+                &format!(
+                    "SELECT application_name FROM pg_stat_replication \
+                     WHERE state = 'streaming' AND reply_time >= '{}'::timestamptz",
+                    since.to_rfc3339()
+                ),
+            )
             .await
             .ok()?;
         let streaming: BTreeSet<String> = rows
@@ -302,6 +315,7 @@ pub(crate) mod cluster {
         // The partition.
         let replica = (leader + 1) % net.nodes();
         let cut_at = Instant::now();
+        let cut_wall = chrono::Utc::now();
         let mut new_leader_at = None;
         match scenario {
             Scenario::LeaderIsolated | Scenario::LeaderCutFromDcs => {
@@ -350,9 +364,10 @@ pub(crate) mod cluster {
         let held = cut_at.elapsed();
         net.heal();
         let heal_at = Instant::now();
+        let heal_wall = chrono::Utc::now();
         let final_leader = crate::support::Found::new();
         let rejoined = wait_for(REJOIN_TIMEOUT, || async {
-            final_leader.set(all_streaming(&c, &store).await);
+            final_leader.set(all_streaming(&c, &store, heal_wall).await);
             final_leader.get().is_some()
         })
         .await;
@@ -413,6 +428,23 @@ pub(crate) mod cluster {
             if overlaps.is_empty() { "no" } else { "YES" },
         );
         println!("{line}");
+        if let Some(dir) = std::env::var_os("PRAETOR_PARTITION_LOGS") {
+            // Every agent's whole log, with the cut and the heal in UTC, for reading a run later.
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let tag = format!("{}-{mode}", scenario.name());
+            let head = format!(
+                "{line}\ncut {} heal {}\n",
+                cut_wall.format("%H:%M:%S%.3f"),
+                heal_wall.format("%H:%M:%S%.3f")
+            );
+            let _ = std::fs::write(dir.join(format!("{tag}.txt")), head);
+            for (i, name) in names.iter().enumerate() {
+                let _ = std::fs::write(dir.join(format!("{tag}-{name}.log")), c.log(i));
+                let pg_log = c.nodes[i].data_dir.with_file_name("data.postmaster.log");
+                let _ = std::fs::copy(pg_log, dir.join(format!("{tag}-{name}.postgres.log")));
+            }
+        }
         if let Some(path) = std::env::var_os("PRAETOR_PARTITION_RESULTS") {
             use std::io::Write as _;
             if let Ok(mut f) = std::fs::File::options().create(true).append(true).open(path) {

@@ -59,9 +59,10 @@ mod cluster {
     ) -> (usize, Duration) {
         net.heal();
         let heal_at = Instant::now();
+        let heal_wall = chrono::Utc::now();
         let leader = crate::support::Found::new();
         let ok = wait_for(REJOIN_TIMEOUT, || async {
-            leader.set(all_streaming(c, store).await);
+            leader.set(all_streaming(c, store, heal_wall).await);
             leader.get().is_some()
         })
         .await;
