@@ -1,13 +1,14 @@
 //! The composition root: configuration → telemetry → DCS → PostgreSQL controller → HA task → REST
 //! server, plus signals. SIGTERM/SIGINT stop cleanly (a leader stops PostgreSQL and releases the
-//! key with its last LSN in `/status`); SIGHUP reloads the local configuration.
+//! key with its last LSN in `/status`); SIGHUP and `POST /reload` reload the local configuration,
+//! including the REST API certificates.
 //!
 //! Shutdown order (STYLE.md §3.8), each stage bounded: (1) the HA task runs its shutdown plan
 //! (stop PostgreSQL, release the key, close the DCS) within `pg_ctl_timeout + 30 s`; (2) the REST
 //! server stops within 5 s; (3) logs are flushed (stderr is unbuffered).
 
 use crate::api::auth::Access;
-use crate::api::server::{AppState, serve};
+use crate::api::server::{AppState, Endpoint, serve};
 use crate::api::status::NodeStatus;
 use crate::config::{Config, LoadOptions};
 use crate::ha::command::{CommandServer, HaHandle, ScheduleStore};
@@ -19,6 +20,10 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+fn certfile(c: &Config) -> String {
+    c.restapi.certfile.as_ref().map_or_else(|| "none: plain HTTP".into(), |p| p.display().to_string())
+}
 
 /// Run the agent until SIGTERM/SIGINT (Ok) or a fatal error (Err). `config_path` is re-read on
 /// SIGHUP.
@@ -75,7 +80,8 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let state = AppState::new(status_rx, shared.clone())
         .with_access(Access::from_config(&config.restapi))
         .with_commands(cmd);
-    let api = serve(&config.restapi, state.clone(), api_stop.clone()).await?;
+    let endpoint = Arc::new(Endpoint::load(&config.restapi)?);
+    let api = serve(&config.restapi, endpoint.clone(), state.clone(), api_stop.clone()).await?;
     let cfg = Arc::new(config);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
     let ha = Ha::new(cfg.clone(), dcs, pg, shared.clone(), status_tx)
@@ -96,9 +102,18 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         };
         match crate::config::load(&opts) {
             Ok(l) => {
-                // Allowlist and credentials apply to the next request; TLS files and the
-                // listen address only at restart.
+                // Allowlist and credentials apply to the next request, certificates and
+                // headers to the next connection; the listen address only at restart.
                 state.set_access(Access::from_config(&l.config.restapi));
+                match endpoint.reload(&l.config.restapi) {
+                    Ok(true) => {
+                        info!("REST API: TLS configuration reloaded (certificate {})", certfile(&l.config))
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        error!("REST API TLS not reloaded, the previous certificate is still served: {e}")
+                    }
+                }
                 let _ = reload_tx.send(l.config);
                 shared.wake.notify_one();
             }

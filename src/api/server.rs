@@ -246,8 +246,9 @@ pub fn router(state: AppState) -> Router {
 pub struct ResponseHeaders(Vec<(HeaderName, HeaderValue)>);
 
 impl ResponseHeaders {
-    /// From `restapi`; invalid header names or values are logged and skipped.
-    pub fn from_config(c: &crate::config::validate::RestApiConfig) -> ResponseHeaders {
+    /// From `restapi` (`tls`: the server speaks HTTPS); invalid header names or values are logged
+    /// and skipped.
+    pub fn from_config(c: &crate::config::validate::RestApiConfig, tls: bool) -> ResponseHeaders {
         let mut v = Vec::new();
         let server = match c.server_tokens.as_str() {
             "minimal" => None,
@@ -261,7 +262,6 @@ impl ResponseHeaders {
         if let Some(s) = server.and_then(|s| HeaderValue::from_str(&s).ok()) {
             v.push((header::SERVER, s));
         }
-        let tls = c.certfile.is_some();
         let extra = c.http_extra_headers.iter().chain(c.https_extra_headers.iter().filter(|_| tls));
         for (k, val) in extra {
             match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(val)) {
@@ -273,23 +273,62 @@ impl ResponseHeaders {
     }
 }
 
-/// A bound REST listener: TCP plus the optional TLS acceptor.
+/// What the REST server presents to clients and may change on a reload: the TLS acceptor
+/// (`restapi.certfile`, `keyfile`, `keyfile_password`, `cafile`, `verify_client`) and the response
+/// headers (`http_extra_headers`, `https_extra_headers`, `server_tokens`). The agent keeps a handle
+/// and calls [`Endpoint::reload`] on SIGHUP and `POST /reload`; the listen address stays.
+pub struct Endpoint {
+    tls: super::tls::ServerTls,
+    headers: std::sync::RwLock<ResponseHeaders>,
+}
+
+impl Endpoint {
+    /// From `restapi` at start-up; an unusable TLS file is an error naming the setting.
+    pub fn load(c: &crate::config::validate::RestApiConfig) -> Result<Endpoint, super::tls::TlsError> {
+        let tls = super::tls::ServerTls::load(c)?;
+        let headers = std::sync::RwLock::new(ResponseHeaders::from_config(c, tls.is_tls()));
+        Ok(Endpoint { tls, headers })
+    }
+
+    /// Apply a reloaded `restapi` to the connections accepted from now on. The headers always
+    /// follow `c`; the TLS configuration only when its settings or files changed and the new files
+    /// are usable (`Ok(true)`). On error the certificate in force keeps being served.
+    pub fn reload(&self, c: &crate::config::validate::RestApiConfig) -> Result<bool, super::tls::TlsError> {
+        let r = self.tls.reload(c);
+        let headers = ResponseHeaders::from_config(c, self.tls.is_tls());
+        *self.headers.write().unwrap_or_else(|p| p.into_inner()) = headers;
+        r
+    }
+
+    fn for_connection(&self) -> (Option<tokio_rustls::TlsAcceptor>, ResponseHeaders) {
+        let headers = self.headers.read().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        (self.tls.acceptor(), headers)
+    }
+}
+
+/// A bound REST listener: TCP plus the [`Endpoint`] (TLS acceptor and headers).
 pub struct Listener {
     tcp: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    headers: ResponseHeaders,
+    endpoint: Arc<Endpoint>,
 }
 
 impl Listener {
     /// Bind `restapi.listen` (`:8008` means all interfaces) and load the TLS files.
     pub async fn bind(c: &crate::config::validate::RestApiConfig) -> anyhow::Result<Listener> {
-        let tls = super::tls::server_config(c)?.map(tokio_rustls::TlsAcceptor::from);
+        Listener::bind_with(c, Arc::new(Endpoint::load(c)?)).await
+    }
+
+    /// Bind `restapi.listen` and serve `endpoint` (kept by the caller to reload it).
+    pub async fn bind_with(
+        c: &crate::config::validate::RestApiConfig,
+        endpoint: Arc<Endpoint>,
+    ) -> anyhow::Result<Listener> {
         let listen = &c.listen;
         let addr = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
         let tcp = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("restapi.listen {addr}: {e}"))?;
-        Ok(Listener { tcp, tls, headers: ResponseHeaders::from_config(c) })
+        Ok(Listener { tcp, endpoint })
     }
 
     /// The bound address.
@@ -298,9 +337,10 @@ impl Listener {
     }
 }
 
-/// Serve `router(state)` on `restapi.listen` until `stop` fires.
+/// Serve `router(state)` on `restapi.listen` until `stop` fires, presenting `endpoint`.
 pub async fn serve(
     c: &crate::config::validate::RestApiConfig,
+    endpoint: Arc<Endpoint>,
     state: AppState,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -320,7 +360,7 @@ pub async fn serve(
                 }
             };
             rt.block_on(async move {
-                match Listener::bind(&c).await {
+                match Listener::bind_with(&c, endpoint).await {
                     Ok(l) => {
                         let _ = ready_tx.send(Ok(()));
                         run(l, router(state), stop).await;
@@ -357,8 +397,7 @@ pub async fn run(l: Listener, app: Router, stop: tokio_util::sync::CancellationT
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let headers = l.headers.clone();
-        let tls = l.tls.clone();
+        let (tls, headers) = l.endpoint.for_connection();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             match tls {

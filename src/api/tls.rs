@@ -9,7 +9,7 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A TLS setting that cannot be used.
@@ -70,54 +70,164 @@ pub fn private_key(
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| err(field, path, format!("no private key found: {e}")))
 }
 
+/// Everything a [`rustls::ServerConfig`] is built from: the settings and the bytes of the files.
+/// Equal inputs build the same configuration, so a reload that finds them equal changes nothing.
+#[derive(PartialEq, Eq)]
+struct TlsInputs {
+    certfile: PathBuf,
+    cert_pem: Vec<u8>,
+    keyfile: Option<(PathBuf, Vec<u8>)>,
+    password: Option<String>,
+    verify_client: VerifyClient,
+    /// `cafile` and its bytes, read only when `verify_client` is not `none`.
+    ca: Option<(PathBuf, Vec<u8>)>,
+}
+
+impl TlsInputs {
+    /// Read the files `restapi` names; `None` without `certfile` (plain HTTP).
+    fn read(c: &RestApiConfig) -> Result<Option<TlsInputs>, TlsError> {
+        let Some(certfile) = &c.certfile else {
+            return Ok(None);
+        };
+        let cert_pem = read("certfile", certfile)?;
+        let keyfile = match &c.keyfile {
+            Some(k) => Some((k.clone(), read("keyfile", k)?)),
+            None => None,
+        };
+        let ca = match c.verify_client {
+            VerifyClient::None => None,
+            _ => {
+                let cafile = c.cafile.as_ref().ok_or_else(|| TlsError {
+                    field: "cafile",
+                    path: String::new(),
+                    problem: "required when restapi.verify_client is optional or required".into(),
+                })?;
+                Some((cafile.clone(), read("cafile", cafile)?))
+            }
+        };
+        Ok(Some(TlsInputs {
+            certfile: certfile.clone(),
+            cert_pem,
+            keyfile,
+            password: c.keyfile_password.as_ref().map(|p| p.expose().clone()),
+            verify_client: c.verify_client,
+            ca,
+        }))
+    }
+
+    /// Build the server configuration (nothing is read from disk here).
+    fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let certfile = &self.certfile;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| err("certfile", certfile, format!("bad PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(err("certfile", certfile, "no CERTIFICATE found"));
+        }
+        let password = self.password.as_deref();
+        let key = match &self.keyfile {
+            Some((k, pem)) => private_key("keyfile", k, pem, password)?,
+            None => private_key("certfile", certfile, &self.cert_pem, password)?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err("certfile", certfile, e))?;
+        let builder = match (&self.ca, self.verify_client) {
+            (None, _) | (_, VerifyClient::None) => builder.with_no_client_auth(),
+            (Some((cafile, pem)), mode) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| err("cafile", cafile, format!("bad PEM: {e}")))?;
+                    roots.add(cert).map_err(|e| err("cafile", cafile, e))?;
+                }
+                if roots.is_empty() {
+                    return Err(err("cafile", cafile, "no CERTIFICATE found"));
+                }
+                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let v = if mode == VerifyClient::Optional { v.allow_unauthenticated() } else { v };
+                builder.with_client_cert_verifier(v.build().map_err(|e| err("cafile", cafile, e))?)
+            }
+        };
+        let (key_field, key_path) = match &self.keyfile {
+            Some((k, _)) => ("keyfile", k),
+            None => ("certfile", certfile),
+        };
+        let mut cfg = builder.with_single_cert(chain, key).map_err(|e| {
+            err(key_field, key_path, format!("unusable with the certificate in restapi.certfile: {e}"))
+        })?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
 /// The rustls server configuration for `restapi`, or `None` without `certfile` (plain HTTP).
 pub fn server_config(c: &RestApiConfig) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
-    let Some(certfile) = &c.certfile else {
-        return Ok(None);
-    };
-    let cert_pem = read("certfile", certfile)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| err("certfile", certfile, format!("bad PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(err("certfile", certfile, "no CERTIFICATE found"));
+    TlsInputs::read(c)?.map(|i| i.build()).transpose()
+}
+
+/// The REST server's TLS side, replaceable while it serves (SIGHUP, `POST /reload`). Each new
+/// connection takes the acceptor in force when it is accepted; open connections keep theirs.
+pub struct ServerTls {
+    active: std::sync::RwLock<ActiveTls>,
+}
+
+#[derive(Clone)]
+struct ActiveTls {
+    inputs: Option<Arc<TlsInputs>>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl ServerTls {
+    /// From `restapi` at start-up: an unusable file is an error (the agent does not start).
+    pub fn load(c: &RestApiConfig) -> Result<ServerTls, TlsError> {
+        let active = Self::activate(TlsInputs::read(c)?, c)?;
+        Ok(ServerTls { active: std::sync::RwLock::new(active) })
     }
-    let password = c.keyfile_password.as_ref().map(|p| p.expose().as_str());
-    let key = match &c.keyfile {
-        Some(k) => private_key("keyfile", k, &read("keyfile", k)?, password)?,
-        None => private_key("certfile", certfile, &cert_pem, password)?,
-    };
-    if c.ciphers.is_some() {
-        tracing::warn!("restapi.ciphers is ignored: rustls offers only its own safe cipher suites");
+
+    fn activate(inputs: Option<TlsInputs>, c: &RestApiConfig) -> Result<ActiveTls, TlsError> {
+        let acceptor = match &inputs {
+            Some(i) => {
+                if c.ciphers.is_some() {
+                    tracing::warn!(
+                        "restapi.ciphers is ignored: rustls offers only its own safe cipher suites"
+                    );
+                }
+                Some(tokio_rustls::TlsAcceptor::from(i.build()?))
+            }
+            None => None,
+        };
+        Ok(ActiveTls { inputs: inputs.map(Arc::new), acceptor })
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("certfile", certfile, e))?;
-    let builder = match c.verify_client {
-        VerifyClient::None => builder.with_no_client_auth(),
-        mode => {
-            let cafile = c.cafile.as_ref().ok_or_else(|| TlsError {
-                field: "cafile",
-                path: String::new(),
-                problem: "required when restapi.verify_client is optional or required".into(),
-            })?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&read("cafile", cafile)?) {
-                let cert = cert.map_err(|e| err("cafile", cafile, format!("bad PEM: {e}")))?;
-                roots.add(cert).map_err(|e| err("cafile", cafile, e))?;
-            }
-            if roots.is_empty() {
-                return Err(err("cafile", cafile, "no CERTIFICATE found"));
-            }
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let v = if mode == VerifyClient::Optional { v.allow_unauthenticated() } else { v };
-            builder.with_client_cert_verifier(v.build().map_err(|e| err("cafile", cafile, e))?)
+
+    /// The acceptor for a connection accepted now (`None`: plain HTTP).
+    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.active.read().map(|a| a.acceptor.clone()).unwrap_or_else(|p| p.into_inner().acceptor.clone())
+    }
+
+    /// Whether connections accepted now get TLS.
+    pub fn is_tls(&self) -> bool {
+        self.acceptor().is_some()
+    }
+
+    /// Re-read the settings and files of `c` (Patroni re-creates its SSL context on SIGHUP and
+    /// `POST /reload` when the options changed or `certfile` holds another certificate). `Ok(true)`
+    /// when connections from now on get the new configuration, `Ok(false)` when the settings and
+    /// the files' contents are unchanged; on error the configuration in force stays.
+    pub fn reload(&self, c: &RestApiConfig) -> Result<bool, TlsError> {
+        let inputs = TlsInputs::read(c)?;
+        let unchanged = {
+            let a = self.active.read().unwrap_or_else(|p| p.into_inner());
+            a.inputs.as_deref() == inputs.as_ref()
+        };
+        if unchanged {
+            return Ok(false);
         }
-    };
-    let mut cfg = builder.with_single_cert(chain, key).map_err(|e| err("keyfile", certfile, e))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(cfg)))
+        let new = Self::activate(inputs, c)?;
+        let mut a = self.active.write().unwrap_or_else(|p| p.into_inner());
+        *a = new;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -135,11 +245,30 @@ mod tests {
         dir: tempfile::TempDir,
         ca_pem: String,
         client_pem: String,
+        ca: rcgen::Certificate,
+        ca_key: KeyPair,
     }
 
     impl Pki {
         fn path(&self, f: &str) -> PathBuf {
             self.dir.path().join(f)
+        }
+
+        /// A new server certificate for 127.0.0.1 signed by the CA: (certificate PEM, plain key
+        /// PEM, key PEM encrypted with `pw`).
+        fn server_cert(&self) -> (String, String, String) {
+            let key = KeyPair::generate().expect("server key");
+            let mut p = CertificateParams::new(vec!["localhost".into()]).expect("params");
+            p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+            let cert = p.signed_by(&key, &self.ca, &self.ca_key).expect("server cert");
+            let der = key.serialize_der();
+            let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).expect("pkcs8");
+            let params =
+                pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[7u8; 16])
+                    .expect("pbes2");
+            let enc = info.encrypt_with_params(params, "pw").expect("encrypt");
+            let enc_pem = enc.to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF).expect("pem");
+            (cert.pem(), key.serialize_pem(), enc_pem.to_string())
         }
     }
 
@@ -151,27 +280,24 @@ mod tests {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).expect("ca");
 
-        let key = KeyPair::generate().expect("server key");
-        let mut p = CertificateParams::new(vec!["localhost".into()]).expect("params");
-        p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-        let cert = p.signed_by(&key, &ca, &ca_key).expect("server cert");
-        let der = key.serialize_der();
-        let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).expect("pkcs8");
-        let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[7u8; 16])
-            .expect("pbes2");
-        let enc = info.encrypt_with_params(params, "pw").expect("encrypt");
-        let enc_pem = enc.to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF).expect("pem");
-
         let ckey = KeyPair::generate().expect("client key");
         let mut cp = CertificateParams::new(vec!["client".into()]).expect("params");
         cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let ccert = cp.signed_by(&ckey, &ca, &ca_key).expect("client cert");
 
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
-        std::fs::write(dir.path().join("server.key"), enc_pem.as_bytes()).expect("write");
-        std::fs::write(dir.path().join("server-plain.key"), key.serialize_pem()).expect("write");
-        Pki { ca_pem: ca.pem(), client_pem: format!("{}{}", ccert.pem(), ckey.serialize_pem()), dir }
+        let p = Pki {
+            ca_pem: ca.pem(),
+            client_pem: format!("{}{}", ccert.pem(), ckey.serialize_pem()),
+            dir,
+            ca,
+            ca_key,
+        };
+        let (cert, plain, enc) = p.server_cert();
+        std::fs::write(p.path("server.pem"), cert).expect("write");
+        std::fs::write(p.path("server.key"), enc).expect("write");
+        std::fs::write(p.path("server-plain.key"), plain).expect("write");
+        p
     }
 
     fn restapi(p: &Pki, verify: VerifyClient) -> RestApiConfig {
@@ -196,15 +322,24 @@ mod tests {
 
     /// Serve on a free port; returns the base URL and the stop token.
     async fn start(c: &RestApiConfig) -> (String, tokio_util::sync::CancellationToken) {
+        let (url, stop, _) = start_endpoint(c).await;
+        (url, stop)
+    }
+
+    /// [`start`], also returning the endpoint to reload.
+    async fn start_endpoint(
+        c: &RestApiConfig,
+    ) -> (String, tokio_util::sync::CancellationToken, Arc<crate::api::server::Endpoint>) {
         let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(NodeStatus::initial("demo", "pg0")));
         std::mem::forget(tx);
         let ha = std::sync::Arc::new(crate::ha::runner::HaShared::new());
         let state = AppState::new(rx, ha).with_access(crate::api::auth::Access::from_config(c));
-        let l = Listener::bind(c).await.expect("bind");
+        let endpoint = Arc::new(crate::api::server::Endpoint::load(c).expect("TLS files"));
+        let l = Listener::bind_with(c, endpoint.clone()).await.expect("bind");
         let port = l.local_addr().expect("addr").port();
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::api::server::run(l, router(state), stop.clone()));
-        (format!("https://127.0.0.1:{port}"), stop)
+        (format!("https://127.0.0.1:{port}"), stop, endpoint)
     }
 
     fn client(p: &Pki, with_cert: bool) -> reqwest::Client {
@@ -259,6 +394,90 @@ mod tests {
         assert_eq!(r.text().await.expect("body"), "client certificate required");
         let r = client(&p, true).post(format!("{url}/failsafe")).body(PING).send().await.expect("POST");
         assert_eq!(r.status().as_u16(), 502);
+        stop.cancel();
+    }
+
+    /// The DER of the certificate `http` was served on its connection to `url` (a new client
+    /// opens a new connection; a reused one keeps its connection while it is idle in the pool).
+    async fn served_by(http: &reqwest::Client, url: &str) -> Vec<u8> {
+        let r = http.get(format!("{url}/patroni")).send().await.expect("GET over TLS");
+        assert_eq!(r.status().as_u16(), 200);
+        let der = r
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .expect("the server certificate")
+            .to_vec();
+        let _ = r.bytes().await;
+        der
+    }
+
+    fn inspecting_client(p: &Pki) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_info(true)
+            .add_root_certificate(reqwest::Certificate::from_pem(p.ca_pem.as_bytes()).expect("ca"))
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate PEM").to_vec()
+    }
+
+    /// Patroni re-creates its SSL context on reload when `certfile` holds another certificate
+    /// (same paths, new contents: cert-manager, certbot). New connections get the new certificate,
+    /// an open connection keeps the old one; unusable new files (key of another certificate, no
+    /// certificate, wrong password, missing key) are refused with the setting named and the
+    /// certificate in force keeps being served. Without `certfile` the server speaks plain HTTP.
+    #[tokio::test]
+    async fn reload_serves_a_rotated_certificate_and_keeps_it_when_the_new_files_are_unusable() {
+        let p = pki();
+        let mut c = restapi(&p, VerifyClient::None);
+        let (url, stop, endpoint) = start_endpoint(&c).await;
+        let a = std::fs::read_to_string(p.path("server.pem")).expect("read");
+        let open = inspecting_client(&p);
+        assert_eq!(served_by(&open, &url).await, der(&a));
+        assert!(!endpoint.reload(&c).expect("unchanged files"), "same settings and files: nothing to do");
+
+        let (b, _, b_key) = p.server_cert();
+        std::fs::write(p.path("server.pem"), &b).expect("write");
+        std::fs::write(p.path("server.key"), &b_key).expect("write");
+        assert!(endpoint.reload(&c).expect("rotated files"), "new contents at the same paths");
+        assert_eq!(served_by(&inspecting_client(&p), &url).await, der(&b), "a new connection gets B");
+        assert_eq!(served_by(&open, &url).await, der(&a), "the open connection keeps A");
+
+        let (other, _, _) = p.server_cert();
+        std::fs::write(p.path("server.pem"), &other).expect("write");
+        let e = endpoint.reload(&c).expect_err("the key belongs to B");
+        assert!(e.to_string().starts_with("restapi.keyfile"), "{e}");
+        assert_eq!(served_by(&inspecting_client(&p), &url).await, der(&b));
+
+        std::fs::write(p.path("server.pem"), "not a certificate\n").expect("write");
+        let e = endpoint.reload(&c).expect_err("no certificate");
+        assert!(
+            e.to_string().starts_with("restapi.certfile") && e.to_string().contains("no CERTIFICATE"),
+            "{e}"
+        );
+        assert_eq!(served_by(&inspecting_client(&p), &url).await, der(&b));
+
+        std::fs::write(p.path("server.pem"), &b).expect("write");
+        c.keyfile_password = Some(crate::types::Secret("wrong".to_string()));
+        let e = endpoint.reload(&c).expect_err("wrong password");
+        assert!(e.to_string().contains("cannot decrypt"), "{e}");
+        c.keyfile_password = Some(crate::types::Secret("pw".to_string()));
+        std::fs::remove_file(p.path("server.key")).expect("remove");
+        let e = endpoint.reload(&c).expect_err("missing key file");
+        assert!(e.to_string().starts_with("restapi.keyfile") && e.to_string().contains("cannot read"), "{e}");
+        assert_eq!(served_by(&inspecting_client(&p), &url).await, der(&b));
+
+        c.certfile = None;
+        assert!(endpoint.reload(&c).expect("plain HTTP"));
+        let plain = url.replace("https://", "http://");
+        let r = reqwest::get(format!("{plain}/patroni")).await.expect("GET over plain HTTP");
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers().get("x-test").is_none(), "https_extra_headers only over TLS");
         stop.cancel();
     }
 

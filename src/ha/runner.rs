@@ -119,8 +119,42 @@ impl Default for HaShared {
 /// The HTTP client for peers' REST APIs (leader race, `POST /failsafe`), set up as Patroni's
 /// `PatroniRequest(config, insecure=True)`: Basic auth from `ctl.authentication` or
 /// `restapi.authentication`, a client certificate from `ctl.certfile`/`keyfile`, server certificates
-/// not verified.
+/// not verified. An unusable client certificate is logged and left out.
 pub fn peer_client(cfg: &Config) -> reqwest::Client {
+    let id = peer_identity(cfg).unwrap_or_else(|e| {
+        warn!("{e}");
+        None
+    });
+    build_peer_client(cfg, id)
+}
+
+/// The client certificate for requests to peers: `ctl.certfile` plus `ctl.keyfile` (or the key in
+/// `certfile`), read now; `None` without `ctl.certfile`.
+pub fn peer_identity(cfg: &Config) -> Result<Option<reqwest::Identity>, String> {
+    let Some(cert) = &cfg.ctl.certfile else {
+        return Ok(None);
+    };
+    let key = cfg.ctl.keyfile.as_ref().unwrap_or(cert);
+    let pem = std::fs::read(cert).and_then(|mut c| {
+        if key != cert {
+            c.push(b'\n');
+            c.extend(std::fs::read(key)?);
+        }
+        Ok(c)
+    });
+    pem.map_err(|e| e.to_string())
+        .and_then(|p| reqwest::Identity::from_pem(&p).map_err(|e| e.to_string()))
+        .map(Some)
+        .map_err(|e| {
+            format!(
+                "ctl.certfile/keyfile ({}) not usable for requests to peers (an encrypted key is not supported here): {e}",
+                cert.display()
+            )
+        })
+}
+
+/// [`peer_client`] with the client certificate `id`.
+pub fn build_peer_client(cfg: &Config, id: Option<reqwest::Identity>) -> reqwest::Client {
     use base64::Engine;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(a) = cfg.ctl.authentication.as_ref().or(cfg.restapi.authentication.as_ref()) {
@@ -140,24 +174,8 @@ pub fn peer_client(cfg: &Config) -> reqwest::Client {
         .default_headers(headers)
         .use_rustls_tls()
         .danger_accept_invalid_certs(true);
-    if let Some(cert) = &cfg.ctl.certfile {
-        let key = cfg.ctl.keyfile.as_ref().unwrap_or(cert);
-        let pem = std::fs::read(cert).and_then(|mut c| {
-            if key != cert {
-                c.push(b'\n');
-                c.extend(std::fs::read(key)?);
-            }
-            Ok(c)
-        });
-        match pem
-            .map_err(|e| e.to_string())
-            .and_then(|p| reqwest::Identity::from_pem(&p).map_err(|e| e.to_string()))
-        {
-            Ok(id) => b = b.identity(id),
-            Err(e) => warn!(
-                "ctl.certfile/keyfile not usable for requests to peers (an encrypted key is not supported here): {e}"
-            ),
-        }
+    if let Some(id) = id {
+        b = b.identity(id);
     }
     b.build().unwrap_or_else(|e| {
         warn!("peer HTTP client: {e}; using defaults");
@@ -634,9 +652,16 @@ impl Ha {
         timing(&self.dynamic)
     }
 
-    /// Replace the local configuration (SIGHUP): callbacks, tags, PostgreSQL settings.
+    /// Replace the local configuration (SIGHUP): callbacks, tags, PostgreSQL settings, the peer
+    /// client (credentials, client certificate).
     pub fn reload_config(&mut self, cfg: Config) {
         self.callbacks.set_config(cfg.postgresql.callbacks.clone());
+        // Patroni re-creates its request wrapper on reload: credentials and the client
+        // certificate (re-read from disk) apply to the next requests to peers.
+        match peer_identity(&cfg) {
+            Ok(id) => self.http = build_peer_client(&cfg, id),
+            Err(e) => error!("{e}; requests to peers keep the previous client certificate"),
+        }
         self.cfg = Arc::new(cfg);
         self.rebuild_pg();
         info!("Reloading configuration");
