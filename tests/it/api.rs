@@ -356,4 +356,95 @@ mod cluster {
         .await;
         assert!(https_url, "the member key does not publish an https api_url\n{}", c.logs());
     }
+
+    /// Certificate rotation without a restart, as Patroni re-creates its SSL context on SIGHUP
+    /// and `POST /reload` when `restapi.certfile` holds another certificate: the agent serves
+    /// certificate A; B is written over the same paths and SIGHUP makes new connections get B;
+    /// A is written back and `POST /reload` brings it back; a broken certificate is refused with
+    /// an error naming `restapi.certfile` in the log and A keeps being served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn agent_reloads_rotated_restapi_certificates_on_sighup_and_post_reload() {
+        use crate::support::etcd::TlsFiles;
+        let dir_a = TestDir::new("api_cert_a");
+        let Some(a) = TlsFiles::generate(&dir_a) else { return };
+        let dir_b = TestDir::new("api_cert_b");
+        let Some(b) = TlsFiles::generate(&dir_b) else { return };
+        let live = TestDir::new("api_cert_live");
+        let (cert, key) = (live.join("server.crt"), live.join("server.key"));
+        let install = |t: &TlsFiles| {
+            std::fs::copy(&t.server_cert, &cert).expect("copy the certificate");
+            std::fs::copy(&t.server_key, &key).expect("copy the key");
+        };
+        install(&a);
+        let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("json");
+        let extra = format!("  certfile: {}\n  keyfile: {}\n", q(&cert), q(&key));
+        let Some(store) = EtcdStore::start().await else { return };
+        let Some(c) = AgentCluster::start_with(
+            "apicert",
+            &store,
+            AgentOpts { nodes: 1, restapi_extra: extra, ..Default::default() },
+        ) else {
+            return;
+        };
+        let base = format!("https://127.0.0.1:{}", c.nodes[0].api);
+        let der = |t: &TlsFiles| {
+            use rustls_pki_types::pem::PemObject;
+            let pem = std::fs::read(&t.server_cert).expect("read the certificate");
+            rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("certificate PEM").to_vec()
+        };
+        let (der_a, der_b) = (der(&a), der(&b));
+        // A new client, so a new connection, trusting both test CAs: the certificate it is served.
+        let served = || async {
+            let mut builder =
+                reqwest::Client::builder().use_rustls_tls().tls_info(true).timeout(Duration::from_secs(5));
+            for ca in [&a.ca, &b.ca] {
+                let pem = std::fs::read(ca).expect("read a CA");
+                builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+            }
+            let r = builder.build().expect("client").get(format!("{base}/patroni")).send().await.ok()?;
+            r.extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|i| i.peer_certificate())
+                .map(|d| d.to_vec())
+        };
+        let up =
+            wait_for(Duration::from_secs(60), || async { served().await.as_ref() == Some(&der_a) }).await;
+        assert!(up, "the agent does not serve certificate A\n{}", c.logs());
+
+        install(&b);
+        let pid = c.nodes[0].agent.as_ref().and_then(|g| g.pid()).expect("agent pid");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        let rotated =
+            wait_for(Duration::from_secs(20), || async { served().await.as_ref() == Some(&der_b) }).await;
+        assert!(rotated, "SIGHUP did not bring certificate B\n{}", c.logs());
+
+        let reload = || async {
+            let http = reqwest::Client::builder()
+                .use_rustls_tls()
+                .danger_accept_invalid_certs(true)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let r = http.post(format!("{base}/reload")).send().await.expect("POST /reload");
+            assert_eq!(r.status().as_u16(), 202, "POST /reload");
+        };
+        install(&a);
+        reload().await;
+        let back =
+            wait_for(Duration::from_secs(20), || async { served().await.as_ref() == Some(&der_a) }).await;
+        assert!(back, "POST /reload did not bring certificate A back\n{}", c.logs());
+
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+            .expect("write a broken certificate");
+        reload().await;
+        let refused = wait_for(Duration::from_secs(20), || async {
+            c.log(0)
+                .lines()
+                .any(|l| l.contains("REST API TLS not reloaded") && l.contains("restapi.certfile"))
+        })
+        .await;
+        assert!(refused, "no error naming restapi.certfile in the log\n{}", c.logs());
+        assert_eq!(served().await.as_ref(), Some(&der_a), "a broken certificate must keep A served");
+    }
 }
