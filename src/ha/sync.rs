@@ -380,6 +380,13 @@ pub struct SyncSettings {
     pub maximum_lag_on_syncnode: i64,
     /// Server capabilities.
     pub caps: PgCaps,
+    /// praetor (`praetor.strict_sync_failover` with `synchronous_mode_strict`): a synchronous
+    /// standby that disconnects stays named in `/sync` and ssn while no other candidate streams,
+    /// instead of Patroni's `/sync` without standbys and ssn `*`. Commits wait for it either way;
+    /// naming it keeps every other standby from acknowledging (as `*` would allow), so it still
+    /// has every acknowledged commit and stays the candidate of the strict-sync handover
+    /// ([`super::fence::strict_sync_handover`]).
+    pub hold_silent_standby: bool,
 }
 
 impl SyncSettings {
@@ -617,6 +624,9 @@ pub enum SyncStep {
 /// 3. `/sync` names someone not confirmed ⇒ shrink `/sync` to the confirmed voters first;
 /// 4. ssn differs from the chosen standbys ⇒ set ssn (`*` when strict and nobody is available);
 /// 5. confirmed standbys missing from `/sync` ⇒ add them.
+///
+/// With [`SyncSettings::hold_silent_standby`] (strict, no candidate streams, ssn names exactly the
+/// `/sync` standbys) nothing changes: steps 3 and 4 wait until a candidate streams again.
 pub fn multisync_step(
     me: &str,
     key: &SyncState,
@@ -652,6 +662,15 @@ pub fn multisync_step(
                 "Inconsistent state between synchronous_standby_names = [{confirmed}] and /sync = [{voters}] key detected, updating synchronous replication key"
             ),
         );
+    }
+    if s.strict
+        && s.hold_silent_standby
+        && picked.is_empty()
+        && !voters.is_empty()
+        && current_ssn == render_ssn(&voters, None, false, s.caps)
+    {
+        // Nobody else could take over the acknowledgements: keep the silent standby named.
+        return SyncStep::Done;
     }
     let common = voters.and(confirmed);
     if common != voters {

@@ -110,6 +110,7 @@ impl Ha {
             node_count: d.synchronous_node_count.clamp(1, u64::from(u32::MAX)) as u32,
             maximum_lag_on_syncnode: d.maximum_lag_on_syncnode,
             caps: PgCaps::of(server_version),
+            hold_silent_standby: d.synchronous_mode_strict && d.praetor.strict_sync_failover,
         }
     }
 

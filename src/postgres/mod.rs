@@ -623,14 +623,7 @@ impl Postgres {
     /// Rewrite the configuration for `role` and send SIGHUP.
     pub async fn reload(&self, role: &ConfRole) -> Result<()> {
         self.write_config(role).await?;
-        match self.postmaster_state()? {
-            PostmasterState::Running(p) => {
-                postmaster::signal(p.pid, nix::sys::signal::Signal::SIGHUP)
-                    .map_err(PgError::io("signal postmaster", self.data_dir()))?;
-                Ok(())
-            }
-            _ => Err(PgError::NotRunning),
-        }
+        self.signal_reload()
     }
 
     /// Send the running postmaster a SIGHUP without rewriting the configuration (the startup

@@ -13,7 +13,14 @@ fn names(v: &[&str]) -> Names {
 const PG15: PgCaps = PgCaps { multiple_sync: true, quorum_commit: true };
 
 fn settings(quorum: bool, strict: bool, count: u32, lag: i64) -> SyncSettings {
-    SyncSettings { quorum, strict, node_count: count, maximum_lag_on_syncnode: lag, caps: PG15 }
+    SyncSettings {
+        quorum,
+        strict,
+        node_count: count,
+        maximum_lag_on_syncnode: lag,
+        caps: PG15,
+        hold_silent_standby: false,
+    }
 }
 
 fn member(name: &str) -> SyncMember {
@@ -302,6 +309,35 @@ fn ordering_strict_without_candidates_sets_star() {
     assert!(matches!(step(&c), SyncStep::SetSsn { ref value, .. } if value == STAR));
     c.ssn = STAR;
     assert_eq!(step(&c), SyncStep::Done);
+}
+
+/// praetor `strict_sync_failover`: the strict leader's synchronous standby disconnects and no
+/// other candidate streams. `/sync` and ssn keep naming it (commits wait for it, nobody else may
+/// acknowledge), so it stays complete and eligible for the handover. As soon as another candidate
+/// streams, the safe order resumes: `/sync` shrinks first, then ssn moves.
+#[test]
+fn strict_sync_failover_holds_the_silent_standby_while_no_candidate_streams() {
+    let mut c = on_case(vec![], "pg1", key("pg0", &["pg1"], 0));
+    c.settings.strict = true;
+    c.settings.hold_silent_standby = true;
+    assert_eq!(step(&c), SyncStep::Done, "pg1 stays in /sync and ssn");
+    // Without the setting: Patroni's order, /sync without standbys first.
+    c.settings.hold_silent_standby = false;
+    assert_eq!(write_of(&step(&c)), Some(vec![]));
+    // Another candidate streams: /sync drops pg1 before ssn names pg2.
+    let mut c = on_case(vec![ws(2, "pg2", ASYNC, 950)], "pg1", key("pg0", &["pg1"], 0));
+    c.settings.strict = true;
+    c.settings.hold_silent_standby = true;
+    assert_eq!(write_of(&step(&c)), Some(vec![]));
+    // ssn is `*` already (anyone may have acknowledged): no hold, /sync shrinks.
+    let mut c = on_case(vec![], STAR, key("pg0", &["pg1"], 0));
+    c.settings.strict = true;
+    c.settings.hold_silent_standby = true;
+    assert_eq!(write_of(&step(&c)), Some(vec![]));
+    // Not strict: no hold.
+    let mut c = on_case(vec![], "pg1", key("pg0", &["pg1"], 0));
+    c.settings.hold_silent_standby = true;
+    assert_eq!(write_of(&step(&c)), Some(vec![]));
 }
 
 #[test]
