@@ -1390,6 +1390,31 @@ mod tests {
         assert_eq!(timing(&d).ttl, Duration::from_secs(30));
     }
 
+    /// Patroni re-creates its request wrapper on reload: the client certificate for peers is
+    /// read from `ctl.certfile`/`keyfile` each time, and an unusable one is an error naming them
+    /// (the reload then keeps the previous client).
+    #[test]
+    fn peer_client_certificate_is_read_at_each_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = load(YAML);
+        assert!(peer_identity(&cfg).expect("no ctl.certfile").is_none());
+        let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+        cfg.ctl.certfile = Some(cert.clone());
+        cfg.ctl.keyfile = Some(key.clone());
+        let e = peer_identity(&cfg).expect_err("missing files");
+        assert!(e.starts_with("ctl.certfile/keyfile") && e.contains("client.crt"), "{e}");
+        let k = rcgen::KeyPair::generate().expect("key");
+        let c = rcgen::CertificateParams::new(vec!["praetor".into()])
+            .expect("params")
+            .self_signed(&k)
+            .expect("cert");
+        std::fs::write(&cert, c.pem()).expect("write");
+        std::fs::write(&key, k.serialize_pem()).expect("write");
+        assert!(peer_identity(&cfg).expect("rotated in").is_some());
+        std::fs::write(&key, "not a key\n").expect("write");
+        assert!(peer_identity(&cfg).is_err(), "a broken key is refused");
+    }
+
     #[test]
     fn timing_rule_holds_for_the_defaults() {
         assert!(timing(&DynamicConfig::default()).demotes_before_lease_expiry());
