@@ -254,8 +254,11 @@ switchover_cmd() { # leader candidate
     code="$(rest_switchover_code "$leader")"
     rest=yes; [[ "$code" =~ ^(404|405|501)$ ]] && rest="no (POST /switchover answers $code)"
   fi
-  if [ "$mode" = praetorctl ] || { [ "$mode" = auto ] && [ "$rest" = yes ] &&
-     timeout 20 docker exec "$c" praetorctl --help 2>/dev/null | grep -qw switchover; }; then
+  # The help text is read whole before grep looks at it: with pipefail, `praetorctl --help | grep -q`
+  # fails whenever grep exits before praetorctl has written everything (SIGPIPE).
+  local help=""
+  [ "$mode" = auto ] && [ "$rest" = yes ] && help="$(timeout 20 docker exec "$c" praetorctl --help 2>/dev/null)"
+  if [ "$mode" = praetorctl ] || { [ "$mode" = auto ] && [ "$rest" = yes ] && grep -qw switchover <<<"$help"; }; then
     SWITCH_VIA="praetorctl switchover --force"
     timeout 60 docker exec "$c" praetorctl -c /etc/praetor/praetor.yml switchover --leader "$leader" --candidate "$cand" --force
     return
