@@ -232,3 +232,52 @@ impl Ha {
         (self.shared.now().since(at) <= FRESH).then_some(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dcs::DcsParams;
+    use crate::dcs::memory::MemoryStore;
+
+    fn client(store: &MemoryStore) -> Arc<dyn Dcs> {
+        Arc::new(store.client(DcsParams {
+            namespace: "/service".into(),
+            scope: "c".into(),
+            name: "pg0".into(),
+            ttl: Duration::from_secs(30),
+            loop_wait: Duration::from_secs(10),
+            retry_timeout: Duration::from_secs(10),
+        }))
+    }
+
+    /// Let the probe task finish.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// The DCS probe counts from the first unanswered probe and forgets it once the DCS answers
+    /// or the replicas confirm again (not due).
+    #[tokio::test]
+    async fn dcs_probe_counts_unanswered_time_until_the_store_answers() {
+        let store = MemoryStore::new();
+        let dcs = client(&store);
+        let mut p = DcsProbe::default();
+        assert_eq!(p.step(false, Some(&dcs)).await, None, "not due: no probe");
+        store.set_offline(true);
+        let first = p.step(true, Some(&dcs)).await.expect("a probe is out");
+        settle().await;
+        let later = p.step(true, Some(&dcs)).await.expect("still unanswered");
+        assert!(later > first, "{later:?} > {first:?}: a failed probe keeps counting from the first");
+        store.set_offline(false);
+        settle().await;
+        // The failed probe is collected (still unanswered), a new one goes out and succeeds.
+        assert!(p.step(true, Some(&dcs)).await.is_some());
+        settle().await;
+        let answered = p.step(true, Some(&dcs)).await.expect("the next probe is out");
+        assert!(answered < Duration::from_millis(20), "counting restarted after the answer: {answered:?}");
+        store.set_offline(true);
+        p.step(true, Some(&dcs)).await;
+        assert_eq!(p.step(false, Some(&dcs)).await, None, "replicas confirm again: forgotten");
+        assert_eq!(p.step(true, None).await, None, "no store to probe: no verdict");
+    }
+}
