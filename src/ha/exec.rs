@@ -73,6 +73,8 @@ struct TaskCx {
     watchdog: Arc<Mutex<crate::watchdog::Watchdog>>,
     pre_promote: Option<String>,
     paused: bool,
+    /// The agent has seen PostgreSQL run (Patroni `cb_called`, [`super::decide::Memory`]).
+    cb_called: bool,
     status_tx: tokio::sync::watch::Sender<Arc<crate::api::status::NodeStatus>>,
 }
 
@@ -95,16 +97,33 @@ impl TaskCx {
         changed
     }
 
-    /// Start PostgreSQL for `conf` as `role`, firing `on_role_change` when the role changed, else
-    /// `on_start` (Patroni `follow`/`start`).
+    /// Take `role` as PostgreSQL's start begins, as Patroni's `Postgresql.start` does before it
+    /// launches the postmaster; returns the role before. A cycle running while the postmaster
+    /// comes up then judges the node by the role it is starting in: a former primary started as a
+    /// replica must not look like a primary that lost its lock (`handle_long_action_in_progress`
+    /// would demote it and cancel the start).
+    fn begin_start(&self, role: &Role) -> Role {
+        let mut g = self.rs.lock().expect("role lock");
+        std::mem::replace(&mut g.role, role.clone())
+    }
+
+    /// Start PostgreSQL for `conf` as `role`, firing `on_role_change` when the role changed and the
+    /// agent had seen PostgreSQL run, else `on_start` (Patroni `follow`: `change_role` needs
+    /// `cb_called`, so a new agent starting a former primary as a replica fires `on_start`).
     async fn start(&self, conf: &ConfRole, role: Role) -> anyhow::Result<()> {
+        let before = self.begin_start(&role);
+        self.finish_start(conf, role, before).await
+    }
+
+    /// [`TaskCx::start`] once [`TaskCx::begin_start`] took the role (`before`: the role it
+    /// replaced, which picks the callback).
+    async fn finish_start(&self, conf: &ConfRole, role: Role, before: Role) -> anyhow::Result<()> {
         self.set_label(Some("starting"));
         let r = self.pg.start(conf).await;
         self.set_label(None);
         r.context("start postgres")?;
         self.rs.lock().expect("role lock").started_by_us = true;
-        let before = self.rs.lock().expect("role lock").role.clone();
-        let changed = self.set_role(role.clone()) && before != Role::Uninitialized;
+        let changed = self.cb_called && before != role && before != Role::Uninitialized;
         self.callbacks.fire(
             if changed { CallbackAction::OnRoleChange } else { CallbackAction::OnStart },
             role.as_str(),
@@ -122,6 +141,7 @@ impl Ha {
             watchdog: self.watchdog.clone(),
             pre_promote: self.cfg.postgresql.pre_promote.clone(),
             paused: self.dynamic.is_paused(),
+            cb_called: self.mem.cb_called,
             status_tx: self.status_tx.clone(),
         }
     }
@@ -564,8 +584,10 @@ impl Ha {
             Action::StartAsPrimary { .. } => {
                 self.prestart_primary_sync();
                 let kind = kind.expect("StartAsPrimary is long");
+                // The role is taken now, not when the task first runs: the next cycle may come first.
+                let before = self.task_cx().begin_start(&Role::Primary);
                 self.spawn(kind.clone(), |cx, _| async move {
-                    if let Err(e) = cx.start(&ConfRole::Primary, Role::Primary).await {
+                    if let Err(e) = cx.finish_start(&ConfRole::Primary, Role::Primary, before).await {
                         warn!("{e:#}");
                     }
                     Finished::Other(kind)
@@ -574,8 +596,9 @@ impl Ha {
             Action::StartAsReplica { upstream, .. } => {
                 let conf = self.replica_conf(upstream.as_ref(), cluster);
                 let kind = kind.expect("StartAsReplica is long");
+                let before = self.task_cx().begin_start(&Role::Replica);
                 self.spawn(kind.clone(), |cx, _| async move {
-                    if let Err(e) = cx.start(&conf, Role::Replica).await {
+                    if let Err(e) = cx.finish_start(&conf, Role::Replica, before).await {
                         warn!("{e:#}");
                     }
                     Finished::Other(kind)

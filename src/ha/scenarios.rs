@@ -24,7 +24,8 @@
 //! mem [leader_until=S] [old=LEADER:a,b] [crash_recovery=S] [starting_since=S] [recovering]
 //!     [bootstrapping] [was_paused] [result=true|false] [rewind=check|need|success|failed] [released_at=S]
 //!     [cb_called] [failsafe=a,b] [handed_over=S]
-//! inflight <promote|restart|crash_recovery|bootstrap|post_bootstrap|rewind|starting_primary> [since=S]
+//! inflight <promote|restart|crash_recovery|bootstrap|post_bootstrap|rewind|starting_primary|restarting>
+//!          [since=S]
 //! finished <bootstrap_failed|post_bootstrap_ok|post_bootstrap_failed|pre_promote_failed|rewind_ok|rewind_failed>
 //! ping <name> [at=S]          now <S>          wall <ISO>
 //! restart <ISO> [started=T] [role=R] [version=V] [pending] [timeout=S]   (scheduled restart)
@@ -526,6 +527,7 @@ fn build(case: &Case) -> World {
                     "post_bootstrap" => LongActionKind::PostBootstrap,
                     "rewind" => LongActionKind::Rewind("pg0".into()),
                     "starting_primary" => LongActionKind::StartingPrimaryAfterFailure,
+                    "restarting" => LongActionKind::RestartingAfterFailure,
                     o => panic!("{}: inflight: unknown {o:?}", case.name),
                 };
                 let since = rest.iter().find_map(|t| t.strip_prefix("since=")).map(secs).unwrap_or(w.now);

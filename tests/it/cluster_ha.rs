@@ -526,6 +526,89 @@ mod cluster {
         c.stop_all();
     }
 
+    /// What an agent did to PostgreSQL according to `log` (its log since it started): postmasters
+    /// started, stops and demotions.
+    fn pg_actions(log: &str) -> (usize, usize, usize) {
+        let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        (count("starting postmaster"), count("stopping postgres"), count("Demoting self"))
+    }
+
+    /// The pid in node `i`'s `postmaster.pid` (None when PostgreSQL is stopped).
+    fn postmaster_pid(c: &Cluster, i: usize) -> Option<i32> {
+        praetor::postgres::postmaster::PidFile::read(&c.nodes[i].data_dir).ok().flatten().map(|p| p.pid)
+    }
+
+    /// Stop node `i`'s agent with SIGTERM (it stops PostgreSQL, a leader releases the key first),
+    /// start it again once another node holds the key as a running primary, and check what Patroni
+    /// 4.1.5 does: the stopped server is started once, as a replica of that leader, and is not
+    /// demoted, stopped or restarted again once it streams.
+    #[allow(clippy::print_stdout)] // the rejoin time is the test's report
+    async fn restart_after_graceful_stop(c: &mut Cluster, i: usize) {
+        let name = c.nodes[i].name.clone();
+        c.nodes[i].agent.as_mut().expect("agent").stop(Duration::from_secs(40));
+        assert_eq!(postmaster_pid(c, i), None, "{name}: PostgreSQL still runs after a graceful stop");
+        let leader = poll(Duration::from_secs(TTL + 20), || async {
+            let (p, _) = c.roles().await;
+            let l = *p.first().filter(|l| p.len() == 1 && **l != i)?;
+            (c.leader_key().await.as_deref() == Some(c.nodes[l].name.as_str())).then_some(l)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no running leader while {name} is stopped\n{}", c.logs()));
+        let from = c.log(i).len();
+        let calls_before = c.calls(i).len();
+        c.start_agent(i);
+        let took = wait_streaming(c, i, leader, Duration::from_secs(90)).await;
+        let pid = postmaster_pid(c, i);
+        // Settled: several more cycles with nothing changed.
+        tokio::time::sleep(Duration::from_secs(6 * LOOP_WAIT)).await;
+        let (p, s) = c.roles().await;
+        assert!(p == vec![leader] && s.contains(&i), "{name} stopped streaming\n{}", c.logs());
+        let log = c.log(i)[from..].to_string();
+        let (starts, stops, demotions) = pg_actions(&log);
+        println!(
+            "{name}: streaming {took:?} after its agent started; starts {starts}, stops {stops}, demotions {demotions}"
+        );
+        assert_eq!(
+            (starts, stops, demotions),
+            (1, 0, 0),
+            "{name} after a graceful stop: PostgreSQL started {starts}x, stopped {stops}x, demoted {demotions}x \
+             (Patroni: one start as a replica)\n{log}"
+        );
+        assert_eq!(postmaster_pid(c, i), pid, "{name}: the postmaster changed after it streamed\n{log}");
+        // A new agent has not seen PostgreSQL run (Patroni `cb_called` false): the start fires
+        // `on_start` with the role it started in, not `on_role_change` (postgresql `follow`).
+        let calls = c.calls(i)[calls_before..].to_vec();
+        assert_eq!(
+            calls,
+            vec![format!("on_start replica {}", c.scope)],
+            "{name}: callbacks after the restart"
+        );
+    }
+
+    /// Patroni's graceful shutdown then a new agent (ha.py `shutdown`, `recover`): a replica, and
+    /// a leader (which released the key, so another node took over), each come back with one
+    /// PostgreSQL start as a replica of the current leader, with no extra demotion or restart.
+    /// (The former leader's data directory says primary: praetor used to keep that role until the
+    /// start finished, so a cycle meanwhile demoted it as a primary without the lock and started
+    /// it a second time.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn agent_restarted_after_graceful_stop_starts_postgres_once() {
+        let Some(mut c) =
+            Cluster::start("ha-restart", AgentOpts { callbacks: true, ..Default::default() }).await
+        else {
+            return;
+        };
+        let leader = c.wait_healthy(Duration::from_secs(90)).await;
+        let replica = (leader + 1) % 3;
+        restart_after_graceful_stop(&mut c, replica).await;
+        c.wait_healthy(Duration::from_secs(60)).await;
+
+        // The leader: it releases the key, another node takes over, then it rejoins that one.
+        restart_after_graceful_stop(&mut c, leader).await;
+        c.wait_healthy(Duration::from_secs(60)).await;
+        c.stop_all();
+    }
+
     /// The `praetor` backends on node `i` (pids, ascending), read over a connection of the test's.
     async fn agent_backends(c: &Cluster, i: usize) -> Option<Vec<i32>> {
         let v = c
