@@ -143,7 +143,7 @@ trap on_signal INT TERM
 
 save_logs() {
   local f="$WORK/logs.txt"
-  { ctl_list; echo; timeout 60 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" logs --no-color --tail=300; } >"$f" 2>&1
+  { ctl_list; echo; timeout 60 docker-compose -p "$PROJECT" -f "$ROOT/compose/$DCS.yml" logs --no-color --tail=${PRAETOR_MATRIX_LOG_TAIL:-300}; } >"$f" 2>&1
   say "logs of the failed run: $f"
 }
 

@@ -50,12 +50,15 @@ impl TimedDcs {
         let r = match &self.deadline {
             None => f.await,
             Some((raised, budget)) => {
+                // The deadline first: with the signal raised and the budget spent (a budget of 0),
+                // the request is not even sent, so it cannot take effect and be reported failed.
                 tokio::select! {
-                    r = f => r,
+                    biased;
                     () = cut_short(raised.clone(), t, *budget) => Err(DcsError::Unavailable(format!(
                         "{op}: no answer within {} ms while the primary is at risk of isolation",
                         budget.as_millis()
                     ))),
+                    r = f => r,
                 }
             }
         };

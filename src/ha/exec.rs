@@ -374,9 +374,26 @@ impl Ha {
             names.sort();
             st.slots = Some(names.iter().map(|n| (n.clone(), optime)).collect());
             let dcs_retain = c.status.retain_slots.clone().unwrap_or_default();
+            // Patroni retains the slots of members that stream (not `nostream`), and its own.
+            let me_name = self.cfg.name.as_str();
+            let streaming: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| {
+                    m.name == me_name
+                        || !m
+                            .data
+                            .tags
+                            .as_ref()
+                            .and_then(|t| t.get("nostream"))
+                            .is_some_and(crate::dcs::model::value_is_true)
+                })
+                .map(|m| m.name.clone())
+                .chain(std::iter::once(me_name.to_string()))
+                .collect();
             let r = self.slot_retention.observe(
                 std::time::Instant::now(),
-                &names,
+                &streaming,
                 &dcs_retain,
                 self.member_slots_ttl(),
             );
@@ -387,7 +404,8 @@ impl Ha {
                 );
             }
             absent = r.absent;
-            st.retain_slots = Some(r.retain_slots);
+            // Patroni writes null, not [], when nothing is retained.
+            st.retain_slots = (!r.retain_slots.is_empty()).then_some(r.retain_slots);
         }
         let v = st.to_json();
         if self.last_status_written.as_deref() != Some(v.as_str()) {

@@ -173,6 +173,17 @@ async fn run(mut input: watch::Receiver<SamplerInput>, shared: Arc<HaShared>) {
                 }
             }
         }
+        if client.is_none() {
+            // No sample, no verdict: without fresh replica confirmations the fence has no grounds
+            // (the loop's rule also wants a fresh sample), and a raised signal would keep failing
+            // every DCS call of the loop with nothing here to lower it when the DCS answers.
+            probe.step(false, None).await;
+            if risky {
+                info!("no WAL confirmation sample: DCS calls get their usual time again");
+                shared.at_risk.send_replace(None);
+                risky = false;
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
             r = input.changed() => if r.is_err() { return },

@@ -1078,6 +1078,7 @@ impl Ha {
         if self.dcs_failing
             || !self.replica_not_streaming_yet()
             || self.last_nudge.is_some_and(|t| t.elapsed() < NOT_STREAMING_NUDGE)
+            || configured_upstream(self.pg.settings().config_dir()).is_none()
         {
             return;
         }
