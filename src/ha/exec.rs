@@ -379,15 +379,7 @@ impl Ha {
             let streaming: Vec<String> = c
                 .members
                 .iter()
-                .filter(|m| {
-                    m.name == me_name
-                        || !m
-                            .data
-                            .tags
-                            .as_ref()
-                            .and_then(|t| t.get("nostream"))
-                            .is_some_and(crate::dcs::model::value_is_true)
-                })
+                .filter(|m| m.name == me_name || !m.data.tag_bool("nostream"))
                 .map(|m| m.name.clone())
                 .chain(std::iter::once(me_name.to_string()))
                 .collect();

@@ -15,7 +15,7 @@
 //! primary is never "silent".
 
 use super::snapshot::{DynamicPolicy, MonoTime, SyncMode};
-use crate::dcs::model::{Cluster, value_is_true};
+use crate::dcs::model::Cluster;
 use crate::types::Role;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -225,7 +225,7 @@ pub fn strict_sync_handover(
             m.data.state == "running"
                 && m.data.role == Role::Replica
                 && !super::failover::tags_nofailover(&tags)
-                && !tags.get("nostream").is_some_and(value_is_true)
+                && !m.data.tag_bool("nostream")
                 && match (m.data.timeline, my_timeline) {
                     (Some(theirs), Some(mine)) => theirs == mine,
                     _ => true,
