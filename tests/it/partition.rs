@@ -260,6 +260,114 @@ pub(crate) mod cluster {
         c.nodes.iter().position(|n| n.name == name)
     }
 
+    /// etcd and three agents in `net` (`dcs_extra`: more `bootstrap.dcs` lines), and the healthy
+    /// leader; `None` when a server cannot start here (skipped).
+    pub(crate) async fn start(
+        net: &Net,
+        scope: &str,
+        dcs_extra: &str,
+    ) -> Option<(EtcdStore, AgentCluster, usize)> {
+        let store = EtcdStore::start_in(net.addr(Peer::Etcd), net.prefix(Peer::Etcd, false)).await?;
+        let hosts = (0..net.nodes())
+            .map(|i| NodeHost {
+                addr: net.addr(Peer::Node(i)).to_string(),
+                api_port: 8008,
+                pg_port: 5432,
+                cidr: net.cidr(),
+                prefix: net.prefix(Peer::Node(i), true),
+            })
+            .collect();
+        let opts = AgentOpts { hosts, dcs_extra: dcs_extra.to_string(), ..Default::default() };
+        let c = AgentCluster::start_with(scope, &store, opts)?;
+        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
+        Some((store, c, leader))
+    }
+
+    /// Create the `writes` table on the leader and start the writer; returns once the leader has
+    /// acknowledged 20 writes.
+    pub(crate) async fn warm_up(c: &AgentCluster, leader: usize) -> Writer {
+        c.sql(leader, "CREATE TABLE writes(id bigint PRIMARY KEY, node int NOT NULL)")
+            .await
+            .unwrap_or_else(|e| panic!("create the writes table on the leader: {e}"));
+        let writer = Writer::start(c);
+        let warm = wait_for(Duration::from_secs(30), || async {
+            writer.acks().iter().filter(|a| a.node == leader).count() >= 20
+        })
+        .await;
+        assert!(
+            warm,
+            "the leader {} did not acknowledge 20 writes before the cut\n{}",
+            c.nodes[leader].name,
+            c.logs()
+        );
+        writer
+    }
+
+    /// Wait (at most 6 × ttl) until a node other than `old` for which `accept` holds has the
+    /// leader key and has acknowledged a write after `cut_at`.
+    pub(crate) async fn took_over(
+        c: &AgentCluster,
+        store: &EtcdStore,
+        writer: &Writer,
+        old: usize,
+        cut_at: Instant,
+        accept: impl Fn(usize) -> bool,
+    ) -> bool {
+        wait_for(Duration::from_secs(TTL * 6), || async {
+            let holder = key_holder(c, store).await;
+            holder.is_some_and(|h| h != old && accept(h))
+                && writer.acks().iter().any(|a| a.at > cut_at && Some(a.node) == holder)
+        })
+        .await
+    }
+
+    /// What [`heal_and_rejoin`] saw.
+    pub(crate) struct Healed {
+        /// The leader every node streams from.
+        pub(crate) leader: usize,
+        /// From the heal until every node streamed.
+        pub(crate) took: Duration,
+        /// When the network healed (wall clock).
+        pub(crate) wall: chrono::DateTime<chrono::Utc>,
+    }
+
+    /// Heal the network and wait until every node streams from one leader ([`all_streaming`],
+    /// bounded by [`REJOIN_TIMEOUT`]) and that leader acknowledges writes again.
+    pub(crate) async fn heal_and_rejoin(
+        net: &Net,
+        c: &AgentCluster,
+        store: &EtcdStore,
+        writer: &Writer,
+    ) -> Healed {
+        net.heal();
+        let at = Instant::now();
+        let wall = chrono::Utc::now();
+        let leader = crate::support::Found::new();
+        let rejoined = wait_for(REJOIN_TIMEOUT, || async {
+            leader.set(all_streaming(c, store, wall).await);
+            leader.get().is_some()
+        })
+        .await;
+        let took = at.elapsed();
+        assert!(
+            rejoined,
+            "not every node streams from the leader {REJOIN_TIMEOUT:?} after the heal\n{}",
+            c.logs()
+        );
+        let leader = leader.get().expect("set when rejoined");
+        let writes = wait_for(Duration::from_secs(30), || async {
+            writer.acks().iter().any(|a| a.node == leader && a.at > at)
+        })
+        .await;
+        assert!(
+            writes,
+            "the final leader {} acknowledges no write after the heal\n{}",
+            c.nodes[leader].name,
+            c.logs()
+        );
+        Healed { leader, took, wall }
+    }
+
     fn ms(d: Duration) -> u128 {
         d.as_millis()
     }
@@ -275,45 +383,15 @@ pub(crate) mod cluster {
     #[allow(clippy::print_stdout)] // the PARTITION-RESULT line is the test's report
     async fn scenario_body(net: Arc<Net>, scenario: Scenario, strict: bool) {
         let mode = if strict { "strict" } else { "async" };
-        let Some(store) = EtcdStore::start_in(net.addr(Peer::Etcd), net.prefix(Peer::Etcd, false)).await
-        else {
+        let scope = format!("part-{}", scenario.name().replace('_', "-"));
+        let Some((store, mut c, leader)) = start(&net, &scope, if strict { STRICT } else { "" }).await else {
             return;
         };
-        let hosts = (0..net.nodes())
-            .map(|i| NodeHost {
-                addr: net.addr(Peer::Node(i)).to_string(),
-                api_port: 8008,
-                pg_port: 5432,
-                cidr: net.cidr(),
-                prefix: net.prefix(Peer::Node(i), true),
-            })
-            .collect();
-        let opts = AgentOpts {
-            hosts,
-            dcs_extra: if strict { STRICT.to_string() } else { String::new() },
-            ..Default::default()
-        };
-        let scope = format!("part-{}", scenario.name().replace('_', "-"));
-        let Some(mut c) = AgentCluster::start_with(&scope, &store, opts) else { return };
-        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
         if strict {
             store.wait_sync_standby(&c, leader).await;
         }
-        c.sql(leader, "CREATE TABLE writes(id bigint PRIMARY KEY, node int NOT NULL)")
-            .await
-            .unwrap_or_else(|e| panic!("create the writes table on the leader: {e}"));
         let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
-        let writer = Writer::start(&c);
-        let warm = wait_for(Duration::from_secs(30), || async {
-            writer.acks().iter().filter(|a| a.node == leader).count() >= 20
-        })
-        .await;
-        assert!(
-            warm,
-            "the leader {} did not acknowledge 20 writes before the cut\n{}",
-            names[leader],
-            c.logs()
-        );
+        let writer = warm_up(&c, leader).await;
 
         // The partition.
         let replica = (leader + 1) % net.nodes();
@@ -329,12 +407,7 @@ pub(crate) mod cluster {
                 }
                 // Hold until another node holds the key and acknowledges writes, and 3 s more:
                 // the old leader has every chance to acknowledge a write it must not.
-                let moved = wait_for(Duration::from_secs(TTL * 6), || async {
-                    let holder = key_holder(&c, &store).await;
-                    holder.is_some_and(|h| h != leader)
-                        && writer.acks().iter().any(|a| a.at > cut_at && Some(a.node) == holder)
-                })
-                .await;
+                let moved = took_over(&c, &store, &writer, leader, cut_at, |_| true).await;
                 if moved {
                     new_leader_at = Some(cut_at.elapsed());
                 }
@@ -366,34 +439,8 @@ pub(crate) mod cluster {
             }
         }
         let held = cut_at.elapsed();
-        net.heal();
-        let heal_at = Instant::now();
-        let heal_wall = chrono::Utc::now();
-        let final_leader = crate::support::Found::new();
-        let rejoined = wait_for(REJOIN_TIMEOUT, || async {
-            final_leader.set(all_streaming(&c, &store, heal_wall).await);
-            final_leader.get().is_some()
-        })
-        .await;
-        let heal_to_streaming = heal_at.elapsed();
-        assert!(
-            rejoined,
-            "{}: not every node streams from the leader {REJOIN_TIMEOUT:?} after the heal\n{}",
-            scenario.name(),
-            c.logs()
-        );
-        let final_leader = final_leader.get().expect("set when rejoined");
-        // The final leader acknowledges writes again before the writer stops.
-        let ok = wait_for(Duration::from_secs(30), || async {
-            writer.acks().iter().any(|a| a.node == final_leader && a.at > heal_at)
-        })
-        .await;
-        assert!(
-            ok,
-            "the final leader {} acknowledges no write after the heal\n{}",
-            names[final_leader],
-            c.logs()
-        );
+        let healed = heal_and_rejoin(&net, &c, &store, &writer).await;
+        let (final_leader, heal_to_streaming, heal_wall) = (healed.leader, healed.took, healed.wall);
         let acks = writer.finish().await;
 
         // Split brain.

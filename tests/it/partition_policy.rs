@@ -10,11 +10,9 @@
 //! Each prints one line `PARTITION-POLICY-RESULT …`. Serial: the path has `cluster::`.
 
 mod cluster {
-    use crate::partition::cluster::{Writer, all_streaming, key_holder, split_brain};
-    use crate::support::agents::{AgentCluster, AgentOpts, NodeHost, TTL};
-    use crate::support::etcd::EtcdStore;
-    use crate::support::netns::{Net, Peer};
-    use crate::support::wait_for;
+    use crate::partition::cluster::{heal_and_rejoin, split_brain, start, took_over, warm_up};
+    use crate::support::agents::AgentCluster;
+    use crate::support::netns::Net;
     use std::collections::BTreeSet;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -23,71 +21,12 @@ mod cluster {
     /// measures about 1 s; Patroni's rule alone (`loop_wait` 1 + `retry_timeout` 3 here) gives
     /// about 4 s, so the bound fails without fencing.
     const FENCE_BOUND: Duration = Duration::from_millis(2500);
-    const REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-    async fn start(net: &Net, scope: &str, dcs_extra: &str) -> Option<(EtcdStore, AgentCluster, usize)> {
-        let store = EtcdStore::start_in(net.addr(Peer::Etcd), net.prefix(Peer::Etcd, false)).await?;
-        let hosts = (0..net.nodes())
-            .map(|i| NodeHost {
-                addr: net.addr(Peer::Node(i)).to_string(),
-                api_port: 8008,
-                pg_port: 5432,
-                cidr: net.cidr(),
-                prefix: net.prefix(Peer::Node(i), true),
-            })
-            .collect();
-        let opts = AgentOpts { hosts, dcs_extra: dcs_extra.to_string(), ..Default::default() };
-        let c = AgentCluster::start_with(scope, &store, opts)?;
-        let leader = c.wait_healthy(&store, Duration::from_secs(120)).await;
-        Some((store, c, leader))
-    }
 
     /// Acknowledged ids missing on `node`.
     async fn missing_on(c: &AgentCluster, node: usize, ids: impl Iterator<Item = i64>) -> Vec<i64> {
         let present =
             c.ids(node, "SELECT id FROM writes").await.unwrap_or_else(|e| panic!("read the ids: {e}"));
         ids.filter(|id| !present.contains(id)).collect()
-    }
-
-    /// Heal, wait until every node streams from one leader that acknowledges writes again; that
-    /// leader.
-    async fn heal_and_rejoin(
-        net: &Net,
-        c: &AgentCluster,
-        store: &EtcdStore,
-        writer: &Writer,
-    ) -> (usize, Duration) {
-        net.heal();
-        let heal_at = Instant::now();
-        let heal_wall = chrono::Utc::now();
-        let leader = crate::support::Found::new();
-        let ok = wait_for(REJOIN_TIMEOUT, || async {
-            leader.set(all_streaming(c, store, heal_wall).await);
-            leader.get().is_some()
-        })
-        .await;
-        assert!(ok, "not every node streams {REJOIN_TIMEOUT:?} after the heal\n{}", c.logs());
-        let leader = leader.get().expect("set when rejoined");
-        let took = heal_at.elapsed();
-        let writes = wait_for(Duration::from_secs(30), || async {
-            writer.acks().iter().any(|a| a.node == leader && a.at > heal_at)
-        })
-        .await;
-        assert!(writes, "the leader acknowledges no write after the heal\n{}", c.logs());
-        (leader, took)
-    }
-
-    async fn warm_up(c: &AgentCluster, leader: usize) -> Writer {
-        c.sql(leader, "CREATE TABLE writes(id bigint PRIMARY KEY, node int NOT NULL)")
-            .await
-            .unwrap_or_else(|e| panic!("create the writes table on the leader: {e}"));
-        let writer = Writer::start(c);
-        let warm = wait_for(Duration::from_secs(30), || async {
-            writer.acks().iter().filter(|a| a.node == leader).count() >= 20
-        })
-        .await;
-        assert!(warm, "the leader did not acknowledge 20 writes before the cut\n{}", c.logs());
-        writer
     }
 
     /// Issue 13 item 3: the leader loses the DCS and both replicas while the client keeps writing
@@ -106,16 +45,12 @@ mod cluster {
             let writer = warm_up(&c, leader).await;
             let cut_at = Instant::now();
             n.isolate(leader);
-            let moved = wait_for(Duration::from_secs(TTL * 6), || async {
-                let holder = key_holder(&c, &store).await;
-                holder.is_some_and(|h| h != leader)
-                    && writer.acks().iter().any(|a| a.at > cut_at && Some(a.node) == holder)
-            })
-            .await;
+            let moved = took_over(&c, &store, &writer, leader, cut_at, |_| true).await;
             assert!(moved, "no other node took over from the isolated leader\n{}", c.logs());
             let takeover = cut_at.elapsed();
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let (final_leader, rejoin) = heal_and_rejoin(&n, &c, &store, &writer).await;
+            let healed = heal_and_rejoin(&n, &c, &store, &writer).await;
+            let (final_leader, rejoin) = (healed.leader, healed.took);
             let acks = writer.finish().await;
             let old_last = acks.iter().filter(|a| a.node == leader && a.at > cut_at).map(|a| a.at - cut_at).max();
             let old_after = acks.iter().filter(|a| a.node == leader && a.at > cut_at).count();
@@ -166,16 +101,13 @@ mod cluster {
             let cut_at = Instant::now();
             n.cut_from_nodes(leader);
             let sync_names: BTreeSet<&str> = sync.iter().map(String::as_str).collect();
-            let moved = wait_for(Duration::from_secs(TTL * 6), || async {
-                let holder = key_holder(&c, &store).await;
-                holder.is_some_and(|h| h != leader && sync_names.contains(names[h].as_str()))
-                    && writer.acks().iter().any(|a| a.at > cut_at && Some(a.node) == holder)
-            })
-            .await;
+            let moved =
+                took_over(&c, &store, &writer, leader, cut_at, |h| sync_names.contains(names[h].as_str())).await;
             assert!(moved, "the synchronous standby ({sync:?}) did not take over\n{}", c.logs());
             let takeover = cut_at.elapsed();
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let (final_leader, rejoin) = heal_and_rejoin(&n, &c, &store, &writer).await;
+            let healed = heal_and_rejoin(&n, &c, &store, &writer).await;
+            let (final_leader, rejoin) = (healed.leader, healed.took);
             let acks = writer.finish().await;
             let overlaps = split_brain(&acks, &names);
             let lost = missing_on(&c, final_leader, acks.iter().map(|a| a.id)).await;
